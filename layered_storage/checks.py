@@ -1,0 +1,132 @@
+"""System checks: every misconfiguration of a layered storage, with a hint.
+
+``manage.py check`` builds each layered storage in ``settings.STORAGES`` the way a
+request would and reports, instead of a traceback at the first save:
+
+- ``layered_storage.E001``: the inner alias is not in ``STORAGES`` (or unusable).
+- ``layered_storage.E002``: the inner chain loops back to a layered storage.
+- ``layered_storage.E003``: an unknown layer.
+- ``layered_storage.E004``: invalid layer options or stack.
+- ``layered_storage.E005``: an encryption layer but no keys.
+- ``layered_storage.E006``: a key that is not base64 or not 32 bytes.
+- ``layered_storage.E007``: the same key twice.
+- ``layered_storage.E008``: invalid storage options or ``LAYERED_STORAGE``.
+- ``layered_storage.W001``: compression after encryption (gains nothing).
+- ``layered_storage.W002``: reading plaintext or unencrypted files is allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.core import checks
+from django.utils.module_loading import import_string
+
+from layered_storage import conf
+from layered_storage.exceptions import ConfigurationError
+
+HINTS = {
+    "layered_storage.E001": "Set OPTIONS['inner'] to the alias of another entry of "
+    "STORAGES, e.g. a FileSystemStorage or S3Storage.",
+    "layered_storage.E002": "Point OPTIONS['inner'] at a storage that does not lead "
+    "back here.",
+    "layered_storage.E003": "Use 'zstd', 'aes-gcm' or 'chacha20-poly1305', or the "
+    "dotted path of a Layer subclass.",
+    "layered_storage.E004": "See the layer reference in the docs for each option's "
+    "type and range.",
+    "layered_storage.E005": "Run 'manage.py layered_keygen' and put the key in "
+    "LAYERED_STORAGE['KEYS'] (read it from the environment or a secret manager).",
+    "layered_storage.E006": "Keys are 32 random bytes in url-safe base64; "
+    "'manage.py layered_keygen' prints one.",
+    "layered_storage.E007": "Remove the duplicate key from the list.",
+    "layered_storage.E008": "See the settings reference in the docs.",
+}
+
+
+@checks.register(checks.Tags.compatibility)
+def check_layered_storages(
+    app_configs: Sequence[Any] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """Report every misconfigured layered storage in ``settings.STORAGES``."""
+    from layered_storage.storage import LayeredStorage
+
+    messages: list[checks.CheckMessage] = []
+    try:
+        conf.layered_settings()
+    except ConfigurationError as exc:
+        return [_error(exc, "LAYERED_STORAGE")]
+    for alias, config in conf.storages_config().items():
+        try:
+            backend = import_string(config.get("BACKEND", ""))
+        except ImportError:
+            continue  # Django reports unusable backends itself
+        if isinstance(backend, type) and issubclass(backend, LayeredStorage):
+            messages.extend(check_storage(alias, backend, config.get("OPTIONS", {})))
+    return messages
+
+
+def check_storage(
+    alias: str, backend: type[Any], options: dict[str, Any]
+) -> list[checks.CheckMessage]:
+    """Return the check messages for one layered storage entry."""
+    label = f"STORAGES[{alias!r}]"
+    try:
+        storage = backend(**options)
+    except TypeError as exc:
+        return [
+            checks.Error(
+                f"{label} has invalid OPTIONS: {exc}.",
+                hint=HINTS["layered_storage.E008"],
+                id="layered_storage.E008",
+            )
+        ]
+    except ConfigurationError as exc:
+        return [_error(exc, label)]
+    messages = []
+    for step in (lambda: storage.inner, lambda: storage.pipeline):
+        try:
+            step()
+        except ConfigurationError as exc:
+            messages.append(_error(exc, label))
+    if messages:
+        return messages
+    layers = storage.pipeline.layers
+    kinds = [layer.kind for layer in layers]
+    if "encryption" in kinds:
+        try:
+            storage.pipeline.keyring()
+        except ConfigurationError as exc:
+            messages.append(_error(exc, label))
+        if "compression" in kinds and kinds.index("compression") > kinds.index(
+            "encryption"
+        ):
+            messages.append(
+                checks.Warning(
+                    f"{label} compresses after encrypting: encrypted bytes do not "
+                    "compress, and the compressed container is left unauthenticated.",
+                    hint="List the layers as ['zstd', 'aes-gcm'] (save order).",
+                    id="layered_storage.W001",
+                )
+            )
+    policy = storage.pipeline.policy
+    if policy.legacy_plaintext or (
+        "encryption" in kinds and not policy.require_encryption
+    ):
+        messages.append(
+            checks.Warning(
+                f"{label} reads files that are not encrypted (allow_plaintext or "
+                "allow_unencrypted), so anyone who can write to the inner storage "
+                "can plant content.",
+                hint="Use these options only while migrating old files, then remove "
+                "them.",
+                id="layered_storage.W002",
+            )
+        )
+    return messages
+
+
+def _error(exc: ConfigurationError, label: str) -> checks.Error:
+    return checks.Error(
+        f"{label}: {exc}", hint=HINTS.get(exc.check_id), id=exc.check_id
+    )

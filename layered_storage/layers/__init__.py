@@ -1,0 +1,1 @@
+"""Layers: the transformations a LayeredStorage stacks (compression, encryption)."""

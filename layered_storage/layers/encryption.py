@@ -1,0 +1,258 @@
+"""The encryption layers: AES-256-GCM and ChaCha20-Poly1305 in the LSE1 format.
+
+Each file gets its own keys from a fresh 256-bit salt; 64 KiB segments are sealed in
+order, the last one flagged final, under keys bound to every header byte and (by
+default) to the storage namespace and file name. A reader verifies the key
+commitment before decrypting anything and releases a segment only after its tag
+verifies, so tampering, truncation, reordering, splicing and renaming all fail.
+"""
+
+from __future__ import annotations
+
+import io
+import secrets
+from dataclasses import replace
+from functools import cached_property
+from typing import Any, BinaryIO, ClassVar
+
+from cryptography.exceptions import InvalidTag
+
+from layered_storage.exceptions import (
+    ConfigurationError,
+    HeaderAuthenticationError,
+    PolicyError,
+    SegmentAuthenticationError,
+    TruncatedFileError,
+)
+from layered_storage.format import lse1
+from layered_storage.keys import Key, Keyring, load_keyring
+from layered_storage.layers.base import PAYLOAD_LSE1, FileContext, Layer, ReadPolicy
+from layered_storage.streams import BlockReader, ProducerStream, fill_from, read_exactly
+
+
+class AeadLayer(Layer):
+    """Authenticated encryption into LSE1; subclasses pick the AEAD."""
+
+    kind = "encryption"
+    payload = PAYLOAD_LSE1
+    aead_id: ClassVar[int]
+
+    def __init__(self, *, keys: str | None = None, bind_name: bool = True) -> None:
+        if keys is not None and not isinstance(keys, str):
+            raise ConfigurationError(
+                "The 'keys' option names a keyring by reference (a setting name or a "
+                "dotted path), never by value: move the keys into a setting.",
+                check_id="layered_storage.E004",
+            )
+        if not isinstance(bind_name, bool):
+            raise ConfigurationError(
+                f"'bind_name' must be True or False, got {bind_name!r}.",
+                check_id="layered_storage.E004",
+            )
+        self.keys_reference = keys
+        self.bind_name = bind_name
+
+    @cached_property
+    def keyring(self) -> Keyring:
+        """Return the keyring, loaded from settings when first needed."""
+        return load_keyring(self.keys_reference)
+
+    def encode(
+        self, source: BinaryIO, context: FileContext, *, payload: int, outermost: bool
+    ) -> BinaryIO:
+        return EncryptingStream(
+            source,
+            key=self.keyring.primary,
+            aead_id=self.aead_id,
+            payload=payload,
+            binding=(
+                lse1.binding_context(context.namespace, context.name)
+                if self.bind_name
+                else None
+            ),
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "aead": lse1.AEAD_NAMES[self.aead_id],
+            "key_id": self.keyring.primary.label,
+            "bind_name": self.bind_name,
+        }
+
+
+class AesGcmLayer(AeadLayer):
+    """AES-256-GCM: the default, fastest where the CPU has AES instructions."""
+
+    name = "aes-gcm"
+    aead_id = lse1.AEAD_AES_256_GCM
+
+
+class ChaCha20Poly1305Layer(AeadLayer):
+    """ChaCha20-Poly1305: for CPUs without AES instructions."""
+
+    name = "chacha20-poly1305"
+    aead_id = lse1.AEAD_CHACHA20_POLY1305
+
+
+AEAD_LAYERS: dict[int, type[AeadLayer]] = {
+    layer.aead_id: layer for layer in (AesGcmLayer, ChaCha20Poly1305Layer)
+}
+
+
+class EncryptingStream(ProducerStream):
+    """Produce an LSE1 object from ``source``: header, then sealed segments."""
+
+    def __init__(
+        self,
+        source: BinaryIO,
+        *,
+        key: Key,
+        aead_id: int,
+        payload: int,
+        binding: bytes | None,
+    ) -> None:
+        super().__init__()
+        self._source = source
+        header = lse1.Header(
+            aead_id=aead_id,
+            seg_log2=lse1.WRITE_SEGMENT_LOG2,
+            epoch_log2=lse1.WRITE_EPOCH_LOG2,
+            payload_type=payload,
+            flags=lse1.FLAG_NAME_BOUND if binding is not None else 0,
+            key_id=key.id,
+            # A fresh salt per write attempt: a retry never reuses a (key, nonce).
+            salt=secrets.token_bytes(lse1.SALT_SIZE),
+        )
+        self._schedule = lse1.KeySchedule(key.secret, header, binding or b"")
+        self._header: bytes | None = replace(
+            header, commitment=self._schedule.commitment()
+        ).to_bytes()
+        size = header.segment_size
+        self._plain = bytearray(size)
+        self._sealed = bytearray(size + lse1.TAG_SIZE)
+        self._index = 0
+        self._done = False
+
+    def _produce(self) -> bytes | memoryview | None:
+        if self._header is not None:
+            header, self._header = self._header, None
+            return header
+        if self._done:
+            return None
+        count = fill_from(self._source, self._plain)
+        # A full buffer is sealed as non-final at once; the short remainder (possibly
+        # empty) is the final segment, so every length has exactly one encoding.
+        final = count < len(self._plain)
+        if self._index >= lse1.MAX_SEGMENTS - 1 and not final:
+            raise ValueError("A file may hold at most 2**40 segments (64 PiB).")
+        cipher, nonce = self._schedule.segment(self._index)
+        out = memoryview(self._sealed)[: count + lse1.TAG_SIZE]
+        cipher.encrypt_into(
+            nonce, memoryview(self._plain)[:count], lse1.final_flag(final), out
+        )
+        self._index += 1
+        self._done = final
+        return out
+
+
+class DecryptingReader(BlockReader):
+    """Read the plaintext of an LSE1 object; ``source`` must be seekable."""
+
+    def __init__(
+        self,
+        source: BinaryIO,
+        *,
+        keyring: Keyring,
+        context: FileContext,
+        policy: ReadPolicy,
+    ) -> None:
+        super().__init__(source)
+        name = context.name
+        self._file_name = name
+        source.seek(0)
+        header = lse1.parse_header(
+            read_exactly(source, lse1.DIRECT_HEADER_SIZE), file_name=name
+        )
+        if header.seg_log2 > policy.max_segment_log2:
+            raise PolicyError(
+                f"{name!r} uses segments of 2**{header.seg_log2} bytes, over this "
+                f"storage's limit of 2**{policy.max_segment_log2}."
+            )
+        if policy.require_name_binding and not header.name_bound:
+            raise PolicyError(
+                f"{name!r} is not bound to its file name, and this storage requires "
+                "name binding. It may have been swapped in from elsewhere; set "
+                "OPTIONS['require_name_binding'] = False only if you wrote it so."
+            )
+        key = keyring.find(header.key_id, file_name=name)
+        binding = (
+            lse1.binding_context(context.namespace, name) if header.name_bound else b""
+        )
+        self._schedule = lse1.KeySchedule(key.secret, header, binding)
+        if not self._schedule.verify(header.commitment):
+            raise HeaderAuthenticationError(
+                f"{name!r} failed header authentication with key {key.label}: the "
+                "header was changed, another key with the same id wrote it, or the "
+                "file was copied or renamed from another name or namespace (files "
+                "are bound to their storage name)."
+            )
+        self.payload = header.payload_type
+        self.block_size = header.segment_size
+        self._header_size = header.size
+        stored = source.seek(0, io.SEEK_END)
+        self._segments, self._size = lse1.plaintext_layout(
+            stored, header.size, self.block_size, file_name=name
+        )
+        if policy.max_file_size is not None and self._size > policy.max_file_size:
+            raise PolicyError(
+                f"{name!r} holds {self._size} bytes, over this storage's limit of "
+                f"{policy.max_file_size}."
+            )
+        self._sealed = bytearray(self.block_size + lse1.TAG_SIZE)
+        self._plain = bytearray(self.block_size)
+        self._cached_index = -1
+        self._cached = memoryview(b"")
+
+    @property
+    def size(self) -> int:
+        # Verify the final segment before answering: a length alone could be forged.
+        self._block(self._segments - 1)
+        return self._size
+
+    def _block(self, index: int) -> memoryview:
+        if index == self._cached_index:
+            return self._cached
+        last = self._segments - 1
+        if index > last:
+            self._block(last)  # EOF only after the final segment authenticated
+            return memoryview(b"")
+        final = index == last
+        length = (
+            self._size - last * self.block_size if final else self.block_size
+        ) + lse1.TAG_SIZE
+        offset = self._header_size + index * (self.block_size + lse1.TAG_SIZE)
+        if self._source.tell() != offset:
+            self._source.seek(offset)
+        sealed = memoryview(self._sealed)[:length]
+        if fill_from(self._source, sealed) != length:
+            raise TruncatedFileError(
+                f"{self._file_name!r} ended inside segment {index} while being read: "
+                "it was cut or replaced during the read."
+            )
+        plain = memoryview(self._plain)[: length - lse1.TAG_SIZE]
+        cipher, nonce = self._schedule.segment(index)
+        try:
+            cipher.decrypt_into(nonce, sealed, lse1.final_flag(final), plain)
+        except InvalidTag:
+            cause = (
+                "the file was truncated or extended, or its last bytes changed"
+                if final
+                else "the bytes changed after writing, or segments were moved"
+            )
+            raise SegmentAuthenticationError(
+                f"{self._file_name!r} failed authentication at segment {index} of "
+                f"{self._segments}: {cause}.",
+                segment=index,
+            ) from None
+        self._cached_index, self._cached = index, plain
+        return plain

@@ -1,0 +1,147 @@
+"""The pipeline: a stack of layers, encoding in order and decoding by the file's word.
+
+Saving runs the configured layers in order (skipping a compression layer the file's
+type does not want, unless it is the outermost one). Opening ignores the write
+configuration: it reads the outermost magic, then each header says what lies inside,
+until the plaintext, all bounded by the ``ReadPolicy``.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import BinaryIO
+
+from layered_storage.exceptions import FormatError, NotLayeredError, PolicyError
+from layered_storage.format import lse1, lsz1
+from layered_storage.keys import Keyring, load_keyring
+from layered_storage.layers.base import (
+    PAYLOAD_LSE1,
+    PAYLOAD_LSZ1,
+    PAYLOAD_RAW,
+    FileContext,
+    Layer,
+    ReadPolicy,
+)
+from layered_storage.layers.compression import DecompressingReader
+from layered_storage.layers.encryption import AeadLayer, DecryptingReader
+from layered_storage.streams import BlockReader, ProducerStream, read_exactly
+
+_SNIFF_SIZE = 12
+
+
+class Pipeline:
+    """An ordered stack of layers plus the policy that bounds what it reads."""
+
+    def __init__(self, layers: list[Layer], policy: ReadPolicy) -> None:
+        self.layers = layers
+        self.policy = policy
+        self._read_keyring: Keyring | None = None
+
+    @property
+    def encryption(self) -> AeadLayer | None:
+        """Return the encryption layer of the stack, if any."""
+        for layer in self.layers:
+            if isinstance(layer, AeadLayer):
+                return layer
+        return None
+
+    def keyring(self) -> Keyring:
+        """Return the keyring that decrypts: the stack's, else the global one."""
+        layer = self.encryption
+        if layer is not None:
+            return layer.keyring
+        if self._read_keyring is None:
+            self._read_keyring = load_keyring(None)
+        return self._read_keyring
+
+    def encode(self, source: BinaryIO, context: FileContext) -> ProducerStream:
+        """Return a reader of the stored bytes for the plaintext ``source``."""
+        if not self.layers:
+            raise ValueError("A pipeline needs at least one layer.")
+        last = len(self.layers) - 1
+        active = [
+            layer
+            for index, layer in enumerate(self.layers)
+            if index == last or layer.applies_to(context)
+        ]
+        stream, payload = source, PAYLOAD_RAW
+        for index, layer in enumerate(active):
+            stream = layer.encode(
+                stream, context, payload=payload, outermost=index == len(active) - 1
+            )
+            payload = layer.payload
+        assert isinstance(stream, ProducerStream), "internal error: layer output shape"
+        return stream
+
+    def decode(self, stored: BinaryIO, context: FileContext) -> BlockReader:
+        """Return a seekable reader of the plaintext stored in ``stored``.
+
+        ``stored`` must be seekable; the reader owns it and closes it.
+
+        Raises:
+            NotLayeredError: no layered header and legacy plaintext not allowed.
+            PolicyError: an unencrypted file where encryption is required.
+            FormatError, DecryptionError, UnknownKeyError: see the layers.
+        """
+        head = read_exactly(stored, _SNIFF_SIZE)
+        stored.seek(0)
+        name = context.name
+        if head.startswith(lse1.MAGIC):
+            payload = PAYLOAD_LSE1
+        elif lsz1.is_lsz1(head):
+            if self.policy.require_encryption:
+                raise PolicyError(
+                    f"{name!r} is compressed but not encrypted, and this storage "
+                    "requires encryption. To read such files during a migration, set "
+                    "OPTIONS['allow_unencrypted'] = True."
+                )
+            payload = PAYLOAD_LSZ1
+        elif self.policy.legacy_plaintext:
+            return PlainReader(stored)
+        else:
+            raise NotLayeredError(
+                f"{name!r} has no layered header: it was stored by another storage "
+                "or is not a layered file. To read such plaintext files during a "
+                "migration, set OPTIONS['allow_plaintext'] = True."
+            )
+        stream: BinaryIO = stored
+        seen: set[int] = set()
+        while payload != PAYLOAD_RAW:
+            if payload in seen:  # each format once: no nesting games
+                raise FormatError(f"{name!r} nests the same layer twice.")
+            seen.add(payload)
+            reader: DecryptingReader | DecompressingReader
+            if payload == PAYLOAD_LSE1:
+                reader = DecryptingReader(
+                    stream, keyring=self.keyring(), context=context, policy=self.policy
+                )
+            else:
+                reader = DecompressingReader(stream, file_name=name, policy=self.policy)
+            stream, payload = reader, reader.payload
+        assert isinstance(stream, BlockReader), "internal error: decoder shape"
+        return stream
+
+
+class PlainReader(BlockReader):
+    """Pass legacy plaintext through unchanged (only when the policy allows it)."""
+
+    block_size = 1024 * 1024
+
+    def __init__(self, source: BinaryIO) -> None:
+        super().__init__(source)
+        self._size = source.seek(0, io.SEEK_END)
+        source.seek(0)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self._source.tell() != self._position:
+            self._source.seek(self._position)
+        count: int = self._source.readinto(buffer)  # type: ignore[attr-defined]
+        self._position += count
+        return count
+
+    def _block(self, index: int) -> memoryview:
+        raise AssertionError("internal error: PlainReader reads directly")

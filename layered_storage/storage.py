@@ -1,0 +1,330 @@
+"""LayeredStorage: a Django storage that stacks layers over any other storage.
+
+It is a decorator: naming, ``exists``, ``listdir``, ``delete``, ``url`` and times are
+delegated to the inner storage (named by its alias in ``settings.STORAGES``); only
+``_save``, ``_open`` and ``size`` know about layers. Constructor arguments are
+references (an alias, layer names, a keyring setting name), never key material, so
+``deconstruct()`` and therefore migrations hold no secret.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from django.core.files.base import File
+from django.core.files.storage import Storage, storages
+from django.utils.deconstruct import deconstructible
+from django.utils.module_loading import import_string
+
+from layered_storage import conf
+from layered_storage.exceptions import ConfigurationError, LayeredStorageError
+from layered_storage.files import LayeredFile, check_read_mode
+from layered_storage.layers.base import FileContext, LayerSpec, ReadPolicy, build_layers
+from layered_storage.pipeline import Pipeline
+from layered_storage.readers import open_stored
+from layered_storage.streams import BlockReader, ProducerStream
+
+logger = logging.getLogger(__name__)
+
+#: The content type stored objects carry: the stored bytes are not the plaintext.
+STORED_CONTENT_TYPE = "application/octet-stream"
+_CHUNK = 1024 * 1024
+
+
+@deconstructible(path="layered_storage.LayeredStorage")
+class LayeredStorage(Storage):
+    """Store every file through a stack of layers into an inner storage.
+
+    Args:
+        inner: alias of the inner storage in ``settings.STORAGES`` (default
+            ``LAYERED_STORAGE["INNER"]``).
+        layers: the stack in save order, e.g. ``["zstd", "aes-gcm"]`` (default
+            ``LAYERED_STORAGE["LAYERS"]``).
+        namespace: label bound into every encrypted file with its name, so a file
+            moved between storages fails to open (default
+            ``LAYERED_STORAGE["NAMESPACE"]``).
+        allow_unencrypted: read compressed-but-unencrypted files (default: only when
+            the stack itself does not end in encryption).
+        allow_plaintext: read files with no layered header as they are.
+        require_name_binding: refuse encrypted files not bound to their name.
+        max_file_size: refuse to read files whose plaintext is larger.
+    """
+
+    def __init__(
+        self,
+        inner: str | None = None,
+        layers: Sequence[LayerSpec] | None = None,
+        *,
+        namespace: str | None = None,
+        allow_unencrypted: bool | None = None,
+        allow_plaintext: bool = False,
+        require_name_binding: bool = True,
+        max_file_size: int | None = None,
+    ) -> None:
+        if inner is not None and not isinstance(inner, str):
+            raise ConfigurationError(
+                "'inner' is the alias of a storage in settings.STORAGES (a string), "
+                f"got {type(inner).__name__}.",
+                check_id="layered_storage.E001",
+            )
+        self._inner_alias = inner
+        self._layer_specs = layers
+        self._namespace = namespace
+        self._allow_unencrypted = allow_unencrypted
+        self._allow_plaintext = allow_plaintext
+        self._require_name_binding = require_name_binding
+        self._max_file_size = max_file_size
+
+    def __repr__(self) -> str:
+        return f"<LayeredStorage inner={self.inner_alias!r} layers={self.layer_names}>"
+
+    # -- configuration, resolved lazily -------------------------------------------
+
+    @property
+    def inner_alias(self) -> str:
+        """Return the alias of the inner storage."""
+        alias = self._inner_alias or conf.get_setting("INNER")
+        return str(alias)
+
+    @cached_property
+    def inner(self) -> Storage:
+        """Return the inner storage instance (``storages[alias]``).
+
+        Raises:
+            ConfigurationError: unknown alias, or a chain that loops back.
+        """
+        check_inner_chain(self.inner_alias)
+        return storages[self.inner_alias]
+
+    @cached_property
+    def pipeline(self) -> Pipeline:
+        """Return the layer stack and read policy.
+
+        Raises:
+            ConfigurationError: unknown layers or options.
+        """
+        specs = self._layer_specs
+        if specs is None:
+            specs = conf.get_setting("LAYERS")
+        layers = build_layers(specs)
+        if not layers:
+            raise ConfigurationError(
+                "The layer stack is empty; use at least one layer, e.g. ['zstd', "
+                "'aes-gcm'].",
+                check_id="layered_storage.E004",
+            )
+        outer_encrypted = layers[-1].kind == "encryption"
+        allow_unencrypted = (
+            not outer_encrypted
+            if self._allow_unencrypted is None
+            else self._allow_unencrypted
+        )
+        policy = ReadPolicy(
+            require_encryption=not allow_unencrypted,
+            legacy_plaintext=self._allow_plaintext,
+            require_name_binding=self._require_name_binding,
+            max_file_size=self._max_file_size,
+        )
+        return Pipeline(layers, policy)
+
+    @property
+    def layer_names(self) -> list[str]:
+        specs = self._layer_specs
+        if specs is None:
+            return list(conf.get_setting("LAYERS"))
+        return [spec if isinstance(spec, str) else str(spec[0]) for spec in specs]
+
+    @property
+    def namespace(self) -> str:
+        value = self._namespace
+        if value is None:
+            value = conf.get_setting("NAMESPACE")
+        return str(value)
+
+    def context(self, name: str, content_type: str | None = None) -> FileContext:
+        """Return what the layers know about the file ``name``."""
+        return FileContext(
+            name=name, namespace=self.namespace, content_type=content_type
+        )
+
+    # -- the layered operations -------------------------------------------------
+
+    def _save(self, name: str, content: File) -> str:  # type: ignore[type-arg]
+        context = self.context(name, getattr(content, "content_type", None))
+        stream = self.pipeline.encode(ContentReader(content), context)
+        try:
+            saved = self.inner.save(name, EncodedFile(stream, name))
+        except BaseException:
+            self._discard_partial(name, stream)
+            raise
+        if saved != name and self.pipeline.encryption is not None:
+            encryption = self.pipeline.encryption
+            if encryption.bind_name:
+                # The object is bound to ``name``; under another name it would never
+                # open, so it must not stay.
+                self.inner.delete(saved)
+                raise LayeredStorageError(
+                    f"The inner storage stored {name!r} as {saved!r} (the name was "
+                    "taken meanwhile); the file was removed. Save it again."
+                )
+        return saved
+
+    def _discard_partial(self, name: str, stream: ProducerStream) -> None:
+        """Delete what a failed save left at ``name``, if it is ours.
+
+        It is ours when its stored bytes begin like the bytes this save produced (the
+        random salt makes that unique for encrypted files), so a file that was there
+        before, or that a concurrent writer stored, is never touched.
+        """
+        try:
+            if not self.inner.exists(name):
+                return
+            with open_stored(self.inner, name) as stored:
+                head = stored.read(len(stream.head))
+            if stream.head.startswith(head):
+                self.inner.delete(name)
+        except Exception:  # the original error matters more; report this one
+            logger.exception("Could not remove the partial file %r.", name)
+
+    def _open(self, name: str, mode: str = "rb") -> LayeredFile:
+        check_read_mode(mode)
+        context = self.context(name)
+
+        def decode() -> BlockReader:
+            stored = open_stored(self.inner, name)
+            try:
+                return self.pipeline.decode(stored, context)
+            except BaseException:
+                stored.close()
+                raise
+
+        return LayeredFile(decode, name, mode)
+
+    def size(self, name: str) -> int:
+        """Return the plaintext length, from the header and tail only."""
+        stored = open_stored(self.inner, name)
+        try:
+            decoded = self.pipeline.decode(stored, self.context(name))
+        except BaseException:
+            stored.close()
+            raise
+        with decoded:
+            return decoded.size
+
+    # -- delegated to the inner storage -------------------------------------------
+
+    def exists(self, name: str) -> bool:
+        return self.inner.exists(name)
+
+    def delete(self, name: str) -> None:
+        self.inner.delete(name)
+
+    def listdir(self, path: str) -> tuple[list[str], list[str]]:
+        return self.inner.listdir(path)
+
+    def url(self, name: str | None) -> str:
+        return self.inner.url(name)
+
+    def get_accessed_time(self, name: str) -> datetime:
+        return self.inner.get_accessed_time(name)
+
+    def get_created_time(self, name: str) -> datetime:
+        return self.inner.get_created_time(name)
+
+    def get_modified_time(self, name: str) -> datetime:
+        return self.inner.get_modified_time(name)
+
+    def get_valid_name(self, name: str) -> str:
+        return self.inner.get_valid_name(name)
+
+    def get_alternative_name(self, file_root: str, file_ext: str) -> str:
+        return self.inner.get_alternative_name(file_root, file_ext)
+
+    def get_available_name(self, name: str, max_length: int | None = None) -> str:
+        return self.inner.get_available_name(name, max_length=max_length)
+
+    def generate_filename(self, filename: str) -> str:
+        return self.inner.generate_filename(filename)
+
+
+class ContentReader(ProducerStream):
+    """Read the caller's content through ``chunks()``, never closing or keeping it.
+
+    ``chunks()`` is how Django's own storages read content: it rewinds seekable
+    content and works for every kind of upload.
+    """
+
+    def __init__(self, content: File) -> None:  # type: ignore[type-arg]
+        super().__init__()
+        self._chunks: Iterator[bytes | str] = iter(content.chunks(_CHUNK))
+
+    def _produce(self) -> bytes | None:
+        chunk = next(self._chunks, None)
+        if chunk is None:
+            return None
+        return chunk.encode("utf-8") if isinstance(chunk, str) else chunk
+
+
+class EncodedFile(File):  # type: ignore[type-arg]
+    """What the inner storage is handed: the encoded stream, with no size or path.
+
+    ``size`` is None so backends never measure by seeking, the name is the storage
+    name (never a local path that ``os.path.getsize`` could misread), and there is
+    no ``temporary_file_path`` for FileSystemStorage to move instead of reading.
+    """
+
+    content_type = STORED_CONTENT_TYPE
+
+    def __init__(self, stream: ProducerStream, name: str) -> None:
+        super().__init__(stream, name)
+
+    @property  # type: ignore[override]
+    def size(self) -> None:
+        return None
+
+
+def check_inner_chain(alias: str) -> None:
+    """Check that ``alias`` exists and does not lead back through layered storages.
+
+    Raises:
+        ConfigurationError: an unknown alias (E001) or a loop (E002).
+    """
+    configured = conf.storages_config()
+    seen: list[str] = []
+    current: str | None = alias
+    while current is not None:
+        if current in seen:
+            chain = " -> ".join([*seen, current])
+            raise ConfigurationError(
+                f"The inner storage chain loops: {chain}. A layered storage must "
+                "wrap a storage that is not itself or another layered storage "
+                "wrapping it.",
+                check_id="layered_storage.E002",
+            )
+        if current not in configured:
+            raise ConfigurationError(
+                f"The inner storage {current!r} is not an alias in "
+                f"settings.STORAGES (aliases: {sorted(configured)}).",
+                check_id="layered_storage.E001",
+            )
+        seen.append(current)
+        current = _layered_inner(configured[current])
+
+
+def _layered_inner(config: dict[str, Any]) -> str | None:
+    """Return the inner alias if ``config`` builds a LayeredStorage, else None."""
+    try:
+        backend = import_string(config.get("BACKEND", ""))
+    except ImportError:
+        return None
+    if not (isinstance(backend, type) and issubclass(backend, LayeredStorage)):
+        return None
+    options = config.get("OPTIONS", {})
+    return str(options.get("inner") or conf.get_setting("INNER"))
+
+
+__all__ = ["LayeredStorage"]

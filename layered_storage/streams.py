@@ -1,0 +1,192 @@
+"""Stream shapes shared by every layer: producing encoders and seekable block decoders.
+
+An encoder is a ``ProducerStream``: a non-seekable reader that fills every ``read(n)``
+exactly until EOF, counts what it produced in ``tell()``, and has no ``name``,
+``fileno`` or ``temporary_file_path``. That one shape suits every inner backend
+(FileSystemStorage iterates chunks, s3transfer needs exact-size parts, Azure calls
+``seek(0)`` at position 0, GCS uses ``tell()``).
+
+A decoder is a ``BlockReader``: plaintext comes in fixed-size blocks (LSE1 segments,
+LSZ1 frames), only the last one short, so any offset maps to one block and random
+access decodes just the blocks a read touches.
+"""
+
+from __future__ import annotations
+
+import io
+from abc import abstractmethod
+from typing import BinaryIO
+
+
+def read_exactly(source: BinaryIO, size: int) -> bytes:
+    """Return ``size`` bytes from ``source``, fewer only at EOF."""
+    parts: list[bytes] = []
+    missing = size
+    while missing > 0:
+        part = source.read(missing)
+        if not part:
+            break
+        parts.append(part)
+        missing -= len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def fill_from(source: BinaryIO, buffer: bytearray | memoryview) -> int:
+    """Fill ``buffer`` from ``source``; return the count, smaller only at EOF."""
+    view = memoryview(buffer).cast("B")
+    filled = 0
+    readinto = getattr(source, "readinto", None)
+    while filled < len(view):
+        if readinto is not None:
+            count = readinto(view[filled:])
+        else:
+            chunk = source.read(len(view) - filled)
+            count = len(chunk)
+            view[filled : filled + count] = chunk
+        if not count:
+            break
+        filled += count
+    return filled
+
+
+class ProducerStream(io.RawIOBase):
+    """A non-seekable reader whose bytes come from ``_produce()``, chunk by chunk."""
+
+    #: How many leading output bytes ``head`` keeps.
+    HEAD_SIZE = 64
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending = memoryview(b"")
+        self._produced = 0
+        self._finished = False
+        #: The first output bytes, kept as they are produced (even those a failed
+        #: read never returned), so a failed save can recognise its own partial file.
+        self.head = b""
+
+    @abstractmethod
+    def _produce(self) -> bytes | bytearray | memoryview | None:
+        """Return the next chunk of output (may be empty), or None at the end."""
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self._produced
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        # Backends rewind before reading (Azure, File.chunks): allow the no-op only.
+        if (whence == io.SEEK_SET and offset == self._produced) or (
+            whence == io.SEEK_CUR and offset == 0
+        ):
+            return self._produced
+        raise io.UnsupportedOperation("an encoding stream only moves forward")
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        filled = 0
+        while filled < len(view):
+            if not self._pending:
+                if self._finished:
+                    break
+                chunk = self._produce()
+                if chunk is None:
+                    self._finished = True
+                    break
+                self._pending = memoryview(chunk).cast("B")
+                if len(self.head) < self.HEAD_SIZE:
+                    self.head += bytes(self._pending[: self.HEAD_SIZE - len(self.head)])
+                continue
+            count = min(len(self._pending), len(view) - filled)
+            view[filled : filled + count] = self._pending[:count]
+            self._pending = self._pending[count:]
+            filled += count
+        self._produced += filled
+        return filled
+
+    def readall(self) -> bytes:
+        chunks = []
+        while chunk := self.read(1024 * 1024):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+class BlockReader(io.RawIOBase):
+    """A seekable reader over plaintext stored as fixed-size blocks.
+
+    Subclasses give ``block_size``, ``size`` and ``_block(index)``; this class maps
+    offsets to blocks, so ``seek`` is free and a read decodes only what it touches.
+    """
+
+    block_size: int
+
+    def __init__(self, source: BinaryIO) -> None:
+        super().__init__()
+        self._source = source
+        self._position = 0
+
+    def close(self) -> None:
+        # A decoder owns the stored stream it reads: closing one closes the chain.
+        if not self.closed:
+            super().close()
+            self._source.close()
+
+    @property
+    @abstractmethod
+    def size(self) -> int:
+        """Return the plaintext length (verifying whatever that requires)."""
+
+    @abstractmethod
+    def _block(self, index: int) -> memoryview:
+        """Return the plaintext of block ``index``, empty past the last block.
+
+        An empty result must only come after the end of the data was verified.
+        """
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            target = offset
+        elif whence == io.SEEK_CUR:
+            target = self._position + offset
+        elif whence == io.SEEK_END:
+            target = self.size + offset
+        else:
+            raise ValueError(f"invalid whence ({whence})")
+        if target < 0:
+            raise ValueError(f"negative seek position {target}")
+        self._position = target
+        return target
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self.closed:
+            raise ValueError("I/O operation on closed file.")
+        view = memoryview(buffer).cast("B")
+        filled = 0
+        while filled < len(view):
+            index, offset = divmod(self._position, self.block_size)
+            block = self._block(index)
+            if offset >= len(block):  # only a short (final) or empty block ends data
+                break
+            count = min(len(block) - offset, len(view) - filled)
+            view[filled : filled + count] = block[offset : offset + count]
+            filled += count
+            self._position += count
+        return filled
+
+    def readall(self) -> bytes:
+        chunks = []
+        while chunk := self.read(max(self.block_size, 1024 * 1024)):
+            chunks.append(chunk)
+        return b"".join(chunks)
