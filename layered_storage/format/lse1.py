@@ -120,7 +120,7 @@ def parse_header(data: bytes, *, file_name: str) -> Header:
     if not data.startswith(MAGIC):
         raise FormatError(f"{where} does not start with the LSE1 magic.")
     if len(data) < FIXED_SIZE:
-        raise TruncatedFileError(f"{where} ends inside its LSE1 header.")
+        raise FormatError(f"{where} ends inside its LSE1 header.")
     version, aead_id, kdf_id, seg_log2, epoch_log2, payload, flags, kid_len = data[8:16]
     (slots_len,) = struct.unpack(">H", data[16:18])
     if version != VERSION:
@@ -158,7 +158,7 @@ def parse_header(data: bytes, *, file_name: str) -> Header:
             f"{where} declares unknown payload type {payload}."
         )
     if len(data) < DIRECT_HEADER_SIZE:
-        raise TruncatedFileError(f"{where} ends inside its LSE1 header.")
+        raise FormatError(f"{where} ends inside its LSE1 header.")
     salt_at = FIXED_SIZE + KEY_ID_SIZE
     commit_at = salt_at + SALT_SIZE
     return Header(

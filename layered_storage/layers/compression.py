@@ -271,28 +271,32 @@ class DecompressingReader(BlockReader):
         """Decode the next frame in stream order, or verify the table at the end."""
         index = self._next_frame
         head = self._pull(len(lsz1.ZSTD_FRAME_MAGIC))
-        if head == lsz1.ZSTD_FRAME_MAGIC:
-            plain, rest = self._decompress_frame(index, None, None)
-            compressed = self._consumed
-            self._carry = rest
-            entry = lsz1.FrameEntry(compressed, len(plain))
-            if len(self._seen) > 1 and self._seen[-1].decompressed != self.block_size:
-                raise ContainerError(
-                    f"{self._file_name!r}: frame {index - 1} is short but not last."
-                )
-            self._seen.append(entry)
-            self._seen_total += entry.decompressed
-            self._check_total(self._seen_total)
-            self._stream_offset += compressed
-            self._next_frame += 1
-            return plain
-        self._verify_sequential_end(head)
-        return b""
+        if head != lsz1.ZSTD_FRAME_MAGIC:
+            self._verify_sequential_end(head)
+            return b""
+        plain, rest = self._decompress_frame(index, None, None)
+        self._carry = rest + self._carry  # read past the frame, still unconsumed
+        self._seen.append(lsz1.FrameEntry(self._consumed, len(plain)))
+        self._seen_total += len(plain)
+        self._check_total(self._seen_total)
+        self._stream_offset += self._consumed
+        self._next_frame += 1
+        if len(plain) < self.block_size:
+            # A short frame ends the data: verify the seek table and the end of the
+            # stream before releasing it, or a cut or spliced stream would read as
+            # a shorter, valid one.
+            self._verify_sequential_end(self._pull(len(lsz1.ZSTD_FRAME_MAGIC)))
+        return plain
 
     def _verify_sequential_end(self, head: bytes) -> None:
         """Check the seek table against the frames just decoded, then EOF."""
         name = self._file_name
         count = len(self._seen)
+        if head == lsz1.ZSTD_FRAME_MAGIC:
+            raise ContainerError(
+                f"{name!r}: frame {count - 2} is short but another frame follows; "
+                "only the last frame may be short."
+            )
         size = lsz1.table_frame_size(count, self._descriptor.checksums)
         frame = head + self._pull(size - len(head))
         table = lsz1.parse_seek_table(

@@ -110,7 +110,9 @@ class EncryptingStream(ProducerStream):
         aead_id: int,
         payload: int,
         binding: bytes | None,
+        salt: bytes | None = None,
     ) -> None:
+        """Start an object; ``salt`` is only ever given to reproduce test vectors."""
         super().__init__()
         self._source = source
         header = lse1.Header(
@@ -121,7 +123,7 @@ class EncryptingStream(ProducerStream):
             flags=lse1.FLAG_NAME_BOUND if binding is not None else 0,
             key_id=key.id,
             # A fresh salt per write attempt: a retry never reuses a (key, nonce).
-            salt=secrets.token_bytes(lse1.SALT_SIZE),
+            salt=secrets.token_bytes(lse1.SALT_SIZE) if salt is None else salt,
         )
         self._schedule = lse1.KeySchedule(key.secret, header, binding or b"")
         self._header: bytes | None = replace(

@@ -1,0 +1,321 @@
+"""LayeredStorage as users see it, over every real inner backend."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.files.base import ContentFile, File
+from django.core.files.uploadedfile import SimpleUploadedFile, TemporaryUploadedFile
+from django.http import FileResponse
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from layered_storage import FormatError, LayeredStorage
+from layered_storage.exceptions import NotLayeredError
+from tests.conftest import make_storage
+from tests.utils import (
+    FRAME_EDGES,
+    SEGMENT,
+    SEGMENT_EDGES,
+    read_in_steps,
+    sample,
+    stored_bytes,
+)
+
+
+@pytest.mark.parametrize("size", SEGMENT_EDGES + FRAME_EDGES)
+def test_saved_file_reads_back_exactly(any_storage: LayeredStorage, size: int) -> None:
+    data = sample(size, seed=size)
+    name = any_storage.save("docs/report.txt", ContentFile(data))
+    with any_storage.open(name) as opened:
+        assert opened.read() == data
+    assert any_storage.size(name) == size
+
+
+def test_stored_bytes_are_not_the_plaintext(storage: LayeredStorage) -> None:
+    data = b"a secret line that must not be on disk\n" * 100
+    name = storage.save("secret.txt", ContentFile(data))
+    stored = stored_bytes(storage.inner, name)
+    assert b"secret line" not in stored
+    assert len(stored) < len(data)  # compressed too
+
+
+def test_save_returns_the_name_the_inner_storage_used(storage: LayeredStorage) -> None:
+    first = storage.save("same.txt", ContentFile(b"one"))
+    second = storage.save("same.txt", ContentFile(b"two"))
+    assert first == "same.txt"
+    if storage.inner.exists(first) and second != first:  # backends that rename
+        assert storage.open(second).read() == b"two"
+    assert storage.open(first).read() == (b"one" if second != first else b"two")
+
+
+def test_delegates_naming_and_listing(storage: LayeredStorage) -> None:
+    storage.save("dir/a.txt", ContentFile(b"a"))
+    storage.save("dir/sub/b.txt", ContentFile(b"b"))
+    assert storage.exists("dir/a.txt")
+    dirs, files = storage.listdir("dir")
+    assert (dirs, files) == storage.inner.listdir("dir")
+    assert "a.txt" in files
+    assert storage.url("dir/a.txt") == storage.inner.url("dir/a.txt")
+    assert storage.get_available_name("x y.txt") == storage.inner.get_available_name(
+        "x y.txt"
+    )
+    assert storage.generate_filename("a b/c d.txt") == storage.inner.generate_filename(
+        "a b/c d.txt"
+    )
+    storage.delete("dir/a.txt")
+    assert not storage.exists("dir/a.txt")
+
+
+def test_missing_file_raises_file_not_found(storage: LayeredStorage) -> None:
+    with pytest.raises(FileNotFoundError):
+        storage.open("nope.bin")
+    with pytest.raises(FileNotFoundError):
+        storage.size("nope.bin")
+
+
+def test_modified_time_is_the_inner_storage_time(fs_storage: LayeredStorage) -> None:
+    name = fs_storage.save("t.txt", ContentFile(b"t"))
+    assert fs_storage.get_modified_time(name) == fs_storage.inner.get_modified_time(
+        name
+    )
+
+
+def test_path_is_not_offered(fs_storage: LayeredStorage) -> None:
+    # The bytes on disk are not the file: handing out a path would leak ciphertext
+    # to code that expects the content.
+    name = fs_storage.save("p.txt", ContentFile(b"p"))
+    with pytest.raises(NotImplementedError):
+        fs_storage.path(name)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(lambda data: ContentFile(data), id="ContentFile"),
+        pytest.param(lambda data: File(io.BytesIO(data)), id="File"),
+        pytest.param(lambda data: SimpleUploadedFile("u.bin", data), id="upload"),
+        pytest.param(lambda data: io.BytesIO(data), id="bare-stream"),
+    ],
+)
+def test_saves_every_kind_of_content(fs_storage: LayeredStorage, content: Any) -> None:
+    data = sample(3 * SEGMENT + 5)
+    name = fs_storage.save("in.bin", content(data))
+    assert fs_storage.open(name).read() == data
+
+
+def test_temporary_upload_is_encoded_not_moved(fs_storage: LayeredStorage) -> None:
+    # FileSystemStorage moves anything with temporary_file_path(); the layers must
+    # still see the bytes, and the caller's temporary file must stay untouched.
+    upload = TemporaryUploadedFile("big.txt", "text/plain", 0, None)
+    upload.write(b"temporary upload " * 1000)
+    upload.flush()
+    name = fs_storage.save("big.txt", upload)
+    assert Path(upload.temporary_file_path()).exists()
+    assert fs_storage.open(name).read() == b"temporary upload " * 1000
+    assert b"temporary upload" not in stored_bytes(fs_storage.inner, name)
+    upload.close()
+
+
+def test_text_content_is_stored_as_utf8(fs_storage: LayeredStorage) -> None:
+    name = fs_storage.save("t.txt", ContentFile("grüße\n"))
+    assert fs_storage.open(name).read() == "grüße\n".encode()
+
+
+def test_save_leaves_the_callers_content_open_and_rewindable(
+    fs_storage: LayeredStorage,
+) -> None:
+    content = ContentFile(b"keep me open")
+    fs_storage.save("c.txt", content)
+    assert not content.closed
+    content.seek(0)
+    assert content.read() == b"keep me open"
+
+
+class FailingContent(File):  # type: ignore[type-arg]
+    """Content that yields ``good`` bytes, then fails like a dropped upload."""
+
+    def __init__(self, good: int) -> None:
+        super().__init__(io.BytesIO(sample(good)), "failing.bin")
+
+    def chunks(self, chunk_size: int | None = None) -> Any:
+        yield from super().chunks(SEGMENT)
+        raise ConnectionResetError("client went away")
+
+
+@pytest.mark.parametrize("good", [0, 10, 5 * SEGMENT, 9 * 1024 * 1024])
+def test_failed_save_leaves_no_partial_file(storage: LayeredStorage, good: int) -> None:
+    with pytest.raises(ConnectionResetError):
+        storage.save("partial.bin", FailingContent(good))
+    assert not storage.exists("partial.bin")
+
+
+def test_failed_save_keeps_an_older_file_of_the_same_name(
+    settings: Any, tmp_path: Path
+) -> None:
+    # S3 overwrites in place: a failed upload must not take the old object with it.
+    storage = make_storage(settings, tmp_path, "s3", ["zstd", "aes-gcm"])
+    storage.save("keep.bin", ContentFile(b"older version"))
+    with pytest.raises(ConnectionResetError):
+        storage.save("keep.bin", FailingContent(3 * SEGMENT))
+    assert storage.open("keep.bin").read() == b"older version"
+
+
+def test_open_streams_the_file_api(storage: LayeredStorage) -> None:
+    lines = [f"line {i}\n".encode() for i in range(20000)]
+    data = b"".join(lines)
+    name = storage.save("lines.txt", ContentFile(data))
+    with storage.open(name) as opened:
+        assert opened.name == name
+        assert opened.size == len(data)
+        assert list(opened) == lines
+        opened.seek(0)
+        assert b"".join(opened.chunks(chunk_size=7000)) == data
+        opened.seek(len(data) - 10)
+        assert opened.tell() == len(data) - 10
+        assert opened.read() == data[-10:]
+        buffer = bytearray(100)
+        opened.seek(SEGMENT - 50)
+        assert opened.readinto(buffer) == 100
+        assert bytes(buffer) == data[SEGMENT - 50 : SEGMENT + 50]
+    assert opened.closed
+
+
+def test_open_in_text_mode_decodes(storage: LayeredStorage) -> None:
+    name = storage.save("t.txt", ContentFile("héllo\nwörld\n".encode()))
+    with storage.open(name, "r") as opened:
+        assert opened.read() == "héllo\nwörld\n"
+
+
+@pytest.mark.parametrize("mode", ["w", "wb", "a", "r+", "rb+", "x"])
+def test_write_modes_are_refused_clearly(storage: LayeredStorage, mode: str) -> None:
+    name = storage.save("r.txt", ContentFile(b"r"))
+    with pytest.raises(ValueError, match="reading only"):
+        storage.open(name, mode)
+
+
+def test_closed_file_reopens_from_storage(storage: LayeredStorage) -> None:
+    name = storage.save("re.txt", ContentFile(b"reopen me"))
+    opened = storage.open(name)
+    opened.close()
+    with opened.open() as again:
+        assert again.read() == b"reopen me"
+
+
+def test_file_response_streams_plaintext_with_length(storage: LayeredStorage) -> None:
+    data = sample(2 * 1024 * 1024 + 3)
+    name = storage.save("dl/report.bin", ContentFile(data))
+    response = FileResponse(storage.open(name), as_attachment=True)
+    assert response["Content-Length"] == str(len(data))
+    assert 'filename="report.bin"' in response["Content-Disposition"]
+    assert b"".join(response.streaming_content) == data  # type: ignore[arg-type]
+    response.close()
+
+
+def test_size_reads_only_header_and_tail(fs_storage: LayeredStorage) -> None:
+    data = sample(6 * 1024 * 1024)
+    name = fs_storage.save("big.bin", ContentFile(data))
+    inner = fs_storage.inner
+    reads: list[int] = []
+    original_open = inner.open
+
+    def counting_open(n: str, mode: str = "rb") -> Any:
+        opened = original_open(n, mode)
+        real_read = opened.file.read
+
+        def read(size: int = -1) -> bytes:
+            chunk: bytes = real_read(size)
+            reads.append(len(chunk))
+            return chunk
+
+        opened.file = _ReadSpy(opened.file, read)
+        return opened
+
+    inner.open = counting_open  # type: ignore[method-assign]
+    try:
+        assert fs_storage.size(name) == len(data)
+    finally:
+        del inner.open
+    assert sum(reads) < 3 * SEGMENT + 4096
+
+
+class _ReadSpy(io.RawIOBase):
+    """Count what is read through a real file (no behaviour changed)."""
+
+    def __init__(self, wrapped: Any, read: Any) -> None:
+        self._wrapped = wrapped
+        self.read = read  # type: ignore[method-assign]
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return int(self._wrapped.seek(offset, whence))
+
+    def tell(self) -> int:
+        return int(self._wrapped.tell())
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._wrapped.close()
+        super().close()
+
+
+@hsettings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    payload=st.binary(max_size=3 * SEGMENT),
+    step=st.integers(1, SEGMENT + 1),
+    offset=st.integers(0, 3 * SEGMENT),
+)
+def test_reads_in_any_steps_from_any_offset(
+    fs_storage: LayeredStorage, payload: bytes, step: int, offset: int
+) -> None:
+    name = fs_storage.save("h.bin", ContentFile(payload))
+    with fs_storage.open(name) as opened:
+        assert read_in_steps(opened, step) == payload
+        opened.seek(offset)
+        assert opened.read() == payload[offset:]
+    fs_storage.delete(name)
+
+
+def test_plaintext_file_is_refused_by_default(storage: LayeredStorage) -> None:
+    storage.inner.save("legacy.txt", ContentFile(b"old plaintext"))
+    with pytest.raises(NotLayeredError, match=re.escape("'legacy.txt'")):
+        storage.open("legacy.txt")
+    assert issubclass(NotLayeredError, FormatError)
+
+
+def test_plaintext_file_reads_when_allowed(settings: Any, tmp_path: Path) -> None:
+    storage = make_storage(
+        settings, tmp_path, "filesystem", ["zstd", "aes-gcm"], allow_plaintext=True
+    )
+    storage.inner.save("legacy.txt", ContentFile(b"old plaintext"))
+    assert storage.open("legacy.txt").read() == b"old plaintext"
+    assert storage.size("legacy.txt") == len(b"old plaintext")
+    new = storage.save("new.txt", ContentFile(b"new"))
+    assert b"new" not in stored_bytes(storage.inner, new)
+
+
+def test_repr_and_deconstruct_hold_no_secret(storage: LayeredStorage) -> None:
+    path, args, kwargs = storage.deconstruct()
+    assert path == "layered_storage.LayeredStorage"
+    text = repr((path, args, kwargs)) + repr(storage)
+    for key in storage.pipeline.keyring().keys:
+        assert key.secret.hex() not in text
+    assert kwargs["layers"] == ["zstd", "aes-gcm"]
