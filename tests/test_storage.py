@@ -210,11 +210,11 @@ def test_closed_file_reopens_from_storage(storage: LayeredStorage) -> None:
 def test_file_response_streams_plaintext_with_length(storage: LayeredStorage) -> None:
     data = sample(2 * 1024 * 1024 + 3)
     name = storage.save("dl/report.bin", ContentFile(data))
-    response = FileResponse(storage.open(name), as_attachment=True)
-    assert response["Content-Length"] == str(len(data))
-    assert 'filename="report.bin"' in response["Content-Disposition"]
-    assert b"".join(response.streaming_content) == data  # type: ignore[arg-type]
-    response.close()
+    with storage.open(name) as opened:
+        response = FileResponse(opened, as_attachment=True)
+        assert response["Content-Length"] == str(len(data))
+        assert 'filename="report.bin"' in response["Content-Disposition"]
+        assert b"".join(response.streaming_content) == data  # type: ignore[arg-type]
 
 
 def test_size_reads_only_header_and_tail(fs_storage: LayeredStorage) -> None:

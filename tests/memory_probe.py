@@ -1,0 +1,90 @@
+"""Measure peak RSS growth of one save or one read, in a fresh process.
+
+Run as ``python -m tests.memory_probe save|read SIZE_MIB INNER_ALIAS ROOT LAYERS``;
+prints the growth of ``VmHWM`` in bytes. A fresh process is needed because Linux
+carries a parent's peak across fork+exec into ``ru_maxrss``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import sys
+from pathlib import Path
+
+import django
+
+CHUNK = 1024 * 1024
+
+
+def peak_rss() -> int:
+    """Return this process's peak resident set size in bytes."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+class GeneratedStream(io.RawIOBase):
+    """``size`` bytes, half text and half random per MiB, made as they are read."""
+
+    def __init__(self, size: int) -> None:
+        self._left = size
+        self._rng = random.Random(7)
+        words = b"layered storage keeps files compressed and encrypted at rest "
+        self._text = (words * (CHUNK // len(words) + 1))[: CHUNK // 2]
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        count = min(len(buffer), self._left, CHUNK)
+        chunk = (self._text + self._rng.randbytes(CHUNK // 2))[:count]
+        buffer[:count] = chunk
+        self._left -= count
+        return count
+
+
+def main(action: str, size_mib: int, inner: str, root: str, layers: str) -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+    django.setup()
+    from django.conf import settings
+    from django.core.files.base import File
+    from django.test.utils import override_settings
+
+    from layered_storage import LayeredStorage
+
+    if inner == "filesystem":
+        config = {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": root},
+        }
+    else:
+        from tests.conftest import inner_config
+
+        config = inner_config(inner, Path(root))
+        config["OPTIONS"]["location"] = os.path.basename(root)  # shared by both runs
+    # override_settings tells Django's storage handler to forget cached backends.
+    override_settings(STORAGES={**settings.STORAGES, "probe": config}).enable()
+    storage = LayeredStorage(inner="probe", layers=layers.split(","))
+    storage.pipeline.keyring()
+    _ = storage.inner
+    size = size_mib * CHUNK
+    before = peak_rss()
+    if action == "save":
+        name = storage.save("probe.bin", File(GeneratedStream(size), "probe.bin"))
+        assert name == "probe.bin", name
+    else:
+        total = 0
+        with storage.open("probe.bin") as opened:
+            while chunk := opened.read(CHUNK):
+                total += len(chunk)
+        assert total == size, total
+    print(json.dumps({"growth": peak_rss() - before}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5])

@@ -1,0 +1,111 @@
+"""System checks: every misconfiguration is reported with its id and a hint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core import checks
+
+from layered_storage.checks import check_layered_storages
+
+LAYERED = "layered_storage.LayeredStorage"
+FS = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+
+
+def run(settings: Any, **storages: dict[str, Any]) -> list[checks.CheckMessage]:
+    settings.STORAGES = {"default": FS, **storages}
+    return [m for m in check_layered_storages() if m.id.startswith("layered_storage")]
+
+
+def ids(messages: list[checks.CheckMessage]) -> list[str]:
+    return [message.id for message in messages]
+
+
+def test_good_configuration_is_silent(settings: Any) -> None:
+    good = {"BACKEND": LAYERED, "OPTIONS": {"inner": "default"}}
+    assert run(settings, private=good) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "check_id"),
+    [
+        ({"inner": "nowhere"}, "layered_storage.E001"),
+        ({"inner": 42}, "layered_storage.E001"),
+        ({"inner": "private"}, "layered_storage.E002"),
+        ({"inner": "default", "layers": ["brotli"]}, "layered_storage.E003"),
+        ({"inner": "default", "layers": ["no.such.Layer"]}, "layered_storage.E003"),
+        ({"inner": "default", "layers": [("zstd", {"level": 99})]}, "layered_storage.E004"),
+        ({"inner": "default", "layers": [("zstd", {"speed": 1})]}, "layered_storage.E004"),
+        ({"inner": "default", "layers": []}, "layered_storage.E004"),
+        ({"inner": "default", "layers": "zstd"}, "layered_storage.E004"),
+        (
+            {"inner": "default", "layers": [("aes-gcm", {"keys": [b"x" * 32]})]},
+            "layered_storage.E004",
+        ),
+        ({"inner": "default", "colour": "blue"}, "layered_storage.E008"),
+    ],
+)
+def test_each_misconfiguration_has_its_id(
+    settings: Any, options: dict[str, Any], check_id: str
+) -> None:
+    messages = run(settings, private={"BACKEND": LAYERED, "OPTIONS": options})
+    assert ids(messages) == [check_id]
+    assert messages[0].hint
+    assert "private" in messages[0].msg
+
+
+def test_loop_through_two_layered_storages(settings: Any) -> None:
+    messages = run(
+        settings,
+        one={"BACKEND": LAYERED, "OPTIONS": {"inner": "two"}},
+        two={"BACKEND": LAYERED, "OPTIONS": {"inner": "one"}},
+    )
+    assert ids(messages) == ["layered_storage.E002", "layered_storage.E002"]
+    assert "two -> one -> two" in messages[0].msg
+
+
+@pytest.mark.parametrize(
+    ("keys", "check_id"),
+    [
+        (None, "layered_storage.E005"),
+        ([], "layered_storage.E005"),
+        (["bm90IGEga2V5"], "layered_storage.E006"),
+        (["%%%"], "layered_storage.E006"),
+        ([b"k" * 32, b"k" * 32], "layered_storage.E007"),
+    ],
+)
+def test_key_problems(settings: Any, keys: Any, check_id: str) -> None:
+    settings.LAYERED_STORAGE = {"KEYS": keys}
+    messages = run(settings, private={"BACKEND": LAYERED, "OPTIONS": {"inner": "default"}})
+    assert ids(messages) == [check_id]
+    assert "layered_keygen" in (messages[0].hint or "") + messages[0].msg or check_id.endswith(
+        "7"
+    )
+
+
+def test_compression_after_encryption_warns(settings: Any) -> None:
+    options = {"inner": "default", "layers": ["aes-gcm", "zstd"]}
+    messages = run(settings, private={"BACKEND": LAYERED, "OPTIONS": options})
+    assert "layered_storage.W001" in ids(messages)
+    assert all(isinstance(m, checks.Warning) for m in messages)
+
+
+def test_reading_unencrypted_files_warns(settings: Any) -> None:
+    options = {"inner": "default", "allow_plaintext": True}
+    messages = run(settings, private={"BACKEND": LAYERED, "OPTIONS": options})
+    assert ids(messages) == ["layered_storage.W002"]
+
+
+def test_unknown_global_setting_is_reported(settings: Any) -> None:
+    settings.LAYERED_STORAGE = {"KEYS": [b"k" * 32], "KEY": "typo"}
+    assert ids(run(settings)) == ["layered_storage.E008"]
+
+
+def test_checks_run_through_manage_py_check(settings: Any) -> None:
+    settings.STORAGES = {
+        "default": FS,
+        "private": {"BACKEND": LAYERED, "OPTIONS": {"inner": "nowhere"}},
+    }
+    found = checks.run_checks()
+    assert "layered_storage.E001" in ids(found)

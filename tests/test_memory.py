@@ -1,0 +1,70 @@
+"""Constant memory: file size never shows up in memory use, on save or on open."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.files.base import File
+
+from layered_storage import LayeredStorage
+from tests.memory_probe import CHUNK, GeneratedStream
+
+MIB = 1024 * 1024
+
+
+def test_python_allocations_stay_flat_for_64_mib(fs_storage: LayeredStorage) -> None:
+    size = 64 * MIB
+    tracemalloc.start()
+    try:
+        name = fs_storage.save("flat.bin", File(GeneratedStream(size), "flat.bin"))
+        _, save_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        total = 0
+        with fs_storage.open(name) as opened:
+            while chunk := opened.read(CHUNK):
+                total += len(chunk)
+        _, read_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total == size
+    assert save_peak < 12 * MIB, save_peak
+    assert read_peak < 12 * MIB, read_peak
+
+
+def probe(action: str, size_mib: int, inner: str, root: Path, layers: str) -> int:
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.memory_probe", action, str(size_mib), inner,
+         str(root), layers],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, "PYTHONWARNINGS": "error"},
+    )
+    assert done.returncode == 0, done.stderr
+    growth: int = json.loads(done.stdout.strip().splitlines()[-1])["growth"]
+    return growth
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("inner", ["filesystem", "s3"])
+def test_512_mib_save_and_read_grow_peak_rss_under_limit(
+    tmp_path: Path, inner: str, request: Any
+) -> None:
+    if inner == "s3":
+        from tests.conftest import s3_server
+
+        s3_server()
+    limit = 64 * MIB if inner == "filesystem" else 96 * MIB
+    layers = "zstd,aes-gcm"
+    save = probe("save", 512, inner, tmp_path, layers)
+    read = probe("read", 512, inner, tmp_path, layers)
+    assert save < limit, f"save grew peak RSS by {save / MIB:.1f} MiB"
+    assert read < limit, f"read grew peak RSS by {read / MIB:.1f} MiB"
