@@ -19,6 +19,7 @@ DEFAULTS: dict[str, Any] = {
     "INNER": "default",
     "LAYERS": ["zstd", "aes-gcm"],
     "NAMESPACE": "",
+    "WORKERS": None,
 }
 
 

@@ -81,7 +81,9 @@ def run(limit: int) -> int:
         for path in files:
             data = path.read_bytes()
             original += len(data)
-            name = storage.save(f"corpus/{path.parent.name}/{path.name}", ContentFile(data))
+            name = storage.save(
+                f"corpus/{path.parent.name}/{path.name}", ContentFile(data)
+            )
             names[name] = hashlib.sha256(data).hexdigest()
         save_seconds = time.perf_counter() - started
         started = time.perf_counter()
@@ -99,7 +101,9 @@ def run(limit: int) -> int:
         big_save = time.perf_counter() - started
         started = time.perf_counter()
         with storage.open(big_name) as opened:
-            same = hashlib.sha256(opened.read()).digest() == hashlib.sha256(big).digest()
+            same = (
+                hashlib.sha256(opened.read()).digest() == hashlib.sha256(big).digest()
+            )
         big_read = time.perf_counter() - started
         if not same:
             print(f"MISMATCH: {big_name}")
@@ -107,7 +111,9 @@ def run(limit: int) -> int:
         print(f"layered_storage demo: {len(names)} real files, stack zstd + aes-gcm")
         print(f"  stored in      {folder} (deleted afterwards)")
         print(f"  original size  {original / 1e6:10.2f} MB")
-        print(f"  stored size    {stored / 1e6:10.2f} MB  ({original / stored:.2f}x smaller)")
+        print(
+            f"  stored size    {stored / 1e6:10.2f} MB  ({original / stored:.2f}x smaller)"
+        )
         print(f"  save           {original / save_seconds / 1e6:10.1f} MB/s")
         print(f"  read + verify  {original / read_seconds / 1e6:10.1f} MB/s")
         print(

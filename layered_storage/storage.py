@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 #: The content type stored objects carry: the stored bytes are not the plaintext.
 STORED_CONTENT_TYPE = "application/octet-stream"
-_CHUNK = 1024 * 1024
+_SAVE_ATTEMPTS = 3
 
 
 @deconstructible(path="layered_storage.LayeredStorage")
@@ -154,24 +154,38 @@ class LayeredStorage(Storage):
     # -- the layered operations -------------------------------------------------
 
     def _save(self, name: str, content: File) -> str:  # type: ignore[type-arg]
+        for _attempt in range(_SAVE_ATTEMPTS):
+            saved, stream = self._save_once(name, content)
+            if saved == name or not self._binds_names():
+                return saved
+            # The inner storage stored it under another name (another writer took
+            # ``name`` meanwhile), but the file is bound to ``name`` and would never
+            # open there: remove it and encode again for a free name.
+            self.inner.delete(saved)
+            if not _rewindable(content):
+                break
+            name = self.get_available_name(name)
+        raise LayeredStorageError(
+            f"The inner storage kept storing {name!r} under another name (the name "
+            "was taken meanwhile); nothing was kept. Save it again."
+        )
+
+    def _save_once(
+        self,
+        name: str,
+        content: File,  # type: ignore[type-arg]
+    ) -> tuple[str, ProducerStream]:
         context = self.context(name, getattr(content, "content_type", None))
         stream = self.pipeline.encode(ContentReader(content), context)
         try:
-            saved = self.inner.save(name, EncodedFile(stream, name))
+            return self.inner.save(name, EncodedFile(stream, name)), stream
         except BaseException:
             self._discard_partial(name, stream)
             raise
-        if saved != name and self.pipeline.encryption is not None:
-            encryption = self.pipeline.encryption
-            if encryption.bind_name:
-                # The object is bound to ``name``; under another name it would never
-                # open, so it must not stay.
-                self.inner.delete(saved)
-                raise LayeredStorageError(
-                    f"The inner storage stored {name!r} as {saved!r} (the name was "
-                    "taken meanwhile); the file was removed. Save it again."
-                )
-        return saved
+
+    def _binds_names(self) -> bool:
+        encryption = self.pipeline.encryption
+        return encryption is not None and encryption.bind_name
 
     def _discard_partial(self, name: str, stream: ProducerStream) -> None:
         """Delete what a failed save left at ``name``, if it is ours.
@@ -245,10 +259,29 @@ class LayeredStorage(Storage):
         return self.inner.get_alternative_name(file_root, file_ext)
 
     def get_available_name(self, name: str, max_length: int | None = None) -> str:
+        if _overrides(self, "get_alternative_name", "get_valid_name"):
+            # A subclass customised a step: run Django's algorithm with its steps.
+            return super().get_available_name(name, max_length=max_length)
         return self.inner.get_available_name(name, max_length=max_length)
 
     def generate_filename(self, filename: str) -> str:
+        if _overrides(self, "get_valid_name"):
+            return super().generate_filename(filename)
         return self.inner.generate_filename(filename)
+
+
+def _overrides(storage: LayeredStorage, *methods: str) -> bool:
+    """Return whether a subclass of ``storage`` overrides any of ``methods``."""
+    return any(
+        getattr(type(storage), method) is not getattr(LayeredStorage, method)
+        for method in methods
+    )
+
+
+def _rewindable(content: Any) -> bool:
+    """Return whether ``content`` can be read again from the start."""
+    seekable = getattr(content, "seekable", None)
+    return bool(seekable()) if callable(seekable) else False
 
 
 class ContentReader(ProducerStream):
@@ -260,7 +293,7 @@ class ContentReader(ProducerStream):
 
     def __init__(self, content: File) -> None:  # type: ignore[type-arg]
         super().__init__()
-        self._chunks: Iterator[bytes | str] = iter(content.chunks(_CHUNK))
+        self._chunks: Iterator[bytes | str] = iter(content.chunks())
 
     def _produce(self) -> bytes | None:
         chunk = next(self._chunks, None)

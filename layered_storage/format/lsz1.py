@@ -28,6 +28,7 @@ KNOWN_FLAGS = FLAG_SEEK_TABLE | FLAG_PADDED | FLAG_CHECKSUMS
 
 DESCRIPTOR_SIZE = 24
 DESCRIPTOR_HEAD = struct.pack("<II", SKIPPABLE_DESCRIPTOR, 16) + IDENTIFIER
+MAX_FRAME_HEADER = 18  # the longest zstd frame header
 FOOTER_SIZE = 9  # u32 frame count, u8 descriptor, u32 magic
 TABLE_HEADER_SIZE = 8  # skippable magic, u32 size
 WRITE_FRAME_LOG2 = 20  # 1 MiB frames: -3 % ratio against one stream, cheap seeks

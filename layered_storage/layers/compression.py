@@ -12,7 +12,8 @@ from __future__ import annotations
 import io
 import mimetypes
 import posixpath
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
 import zstandard as zstd
@@ -24,7 +25,8 @@ from layered_storage.exceptions import (
 )
 from layered_storage.format import lsz1
 from layered_storage.layers.base import PAYLOAD_LSZ1, FileContext, Layer, ReadPolicy
-from layered_storage.streams import BlockReader, ProducerStream, fill_from, read_exactly
+from layered_storage.parallel import ordered_map, worker_count
+from layered_storage.streams import BlockReader, ProducerStream, read_exactly
 
 #: File types that are already compressed: compressing them again wastes CPU.
 DEFAULT_SKIP_EXTENSIONS = (
@@ -114,7 +116,11 @@ class ZstdLayer(Layer):
 
 
 class CompressingStream(ProducerStream):
-    """Produce an LSZ1 stream from ``source``, one frame per ``_produce`` call."""
+    """Produce an LSZ1 stream from ``source``: descriptor, frames, seek table.
+
+    Frames are read in order and compressed ahead by the shared workers (see
+    ``parallel``), at most a small window of them in flight.
+    """
 
     def __init__(
         self,
@@ -124,78 +130,138 @@ class CompressingStream(ProducerStream):
         frame_log2: int,
         checksums: bool,
         payload: int,
+        workers: int | None = None,
     ) -> None:
         super().__init__()
         self._source = source
         self._descriptor = lsz1.Descriptor(
             frame_log2=frame_log2, checksums=checksums, payload=payload
         )
-        self._compressor = zstd.ZstdCompressor(
-            level=level, write_content_size=True, write_checksum=checksums
-        )
-        self._buffer = bytearray(1 << frame_log2)
+        self._parameters = (level, checksums)
         self._entries = [lsz1.FrameEntry(lsz1.DESCRIPTOR_SIZE, 0, 0)]
+        self._frames = ordered_map(
+            self._compress,
+            self._read_frames(),
+            workers=worker_count() if workers is None else workers,
+        )
         self._state = "descriptor"
+
+    def _read_frames(self) -> Iterator[bytes]:
+        size = self._descriptor.frame_size
+        while True:
+            data = read_exactly(self._source, size)
+            if data:
+                yield data
+            if len(data) < size:
+                return
+
+    def _compress(self, data: bytes) -> tuple[bytes, int]:
+        """Compress one frame; runs in a worker thread."""
+        frame: bytes = _compressor(*self._parameters).compress(data)
+        return frame, len(data)
 
     def _produce(self) -> bytes | None:
         if self._state == "descriptor":
             self._state = "frames"
             return self._descriptor.to_bytes()
         if self._state == "frames":
-            count = fill_from(self._source, self._buffer)
-            if count == len(self._buffer):
-                return self._compress(count)
+            compressed = next(self._frames, None)
+            if compressed is not None:
+                frame, size = compressed
+                # With checksums on, zstd ends the frame with the XXH64-low-32 of
+                # its content, which the seekable format repeats in the table.
+                checksum = (
+                    int.from_bytes(frame[-4:], "little")
+                    if self._descriptor.checksums
+                    else None
+                )
+                self._entries.append(lsz1.FrameEntry(len(frame), size, checksum))
+                return frame
             self._state = "table"
-            return self._compress(count) if count else b""
         if self._state == "table":
             self._state = "done"
             return lsz1.build_seek_table(self._entries, self._descriptor.checksums)
         return None
 
-    def _compress(self, count: int) -> bytes:
-        frame: bytes = self._compressor.compress(memoryview(self._buffer)[:count])
-        # With checksums on, zstd ends the frame with the XXH64-low-32 of its content,
-        # which the seekable format repeats in the table.
-        checksum = (
-            int.from_bytes(frame[-4:], "little") if self._descriptor.checksums else None
+
+_local = threading.local()
+
+
+def _decompressor(window: int) -> zstd.ZstdDecompressor:
+    """Return this thread's decompressor limited to ``window`` (not shared)."""
+    cache: dict[int, zstd.ZstdDecompressor] = getattr(_local, "decompressors", {})
+    _local.decompressors = cache
+    decompressor = cache.get(window)
+    if decompressor is None:
+        decompressor = zstd.ZstdDecompressor(max_window_size=window)
+        cache[window] = decompressor
+    return decompressor
+
+
+def _compressor(level: int, checksums: bool) -> zstd.ZstdCompressor:
+    """Return this thread's compressor for these parameters (they are not shared)."""
+    cache: dict[tuple[int, bool], zstd.ZstdCompressor] = getattr(_local, "cache", {})
+    _local.cache = cache
+    compressor = cache.get((level, checksums))
+    if compressor is None:
+        compressor = zstd.ZstdCompressor(
+            level=level, write_content_size=True, write_checksum=checksums
         )
-        self._entries.append(lsz1.FrameEntry(len(frame), count, checksum))
-        return frame
+        cache[(level, checksums)] = compressor
+    return compressor
 
 
 class DecompressingReader(BlockReader):
-    """Read the plaintext of an LSZ1 stream; seekable when ``source`` is."""
+    """Read the plaintext of an LSZ1 stream; seekable when ``source`` is.
 
-    def __init__(self, source: BinaryIO, *, file_name: str, policy: ReadPolicy) -> None:
+    A read from the start decodes frame after frame as they arrive, without the
+    seek table. Once a second consecutive frame is asked for, the table is read
+    from the tail and the workers decompress ahead while this thread reads (and,
+    under encryption, decrypts) the next frames. A seek decodes only the frame it
+    lands in.
+    """
+
+    def __init__(
+        self,
+        source: BinaryIO,
+        *,
+        file_name: str,
+        policy: ReadPolicy,
+        workers: int | None = None,
+    ) -> None:
         super().__init__(source)
         self._file_name = file_name
         self._policy = policy
+        self._workers = worker_count() if workers is None else workers
         head = read_exactly(source, lsz1.DESCRIPTOR_SIZE)
         self._descriptor = lsz1.parse_descriptor(
             head, file_name=file_name, max_frame_log2=policy.max_frame_log2
         )
         self.block_size = self._descriptor.frame_size
         self.payload = self._descriptor.payload
-        self._decompressor = zstd.ZstdDecompressor(max_window_size=self.block_size)
-        # Sequential state: the next frame to decode in stream order, where it
-        # starts, and the bytes read past it.
+        # Streaming state: the next frame in stream order, where it starts, the
+        # bytes read past it, and what the frames so far looked like.
         self._next_frame = 0
         self._stream_offset = lsz1.DESCRIPTOR_SIZE
         self._carry = b""
         self._seen: list[lsz1.FrameEntry] = [lsz1.FrameEntry(lsz1.DESCRIPTOR_SIZE, 0)]
         self._seen_total = 0
-        self._consumed = 0
         self._table: list[lsz1.FrameEntry] | None = None
         self._offsets: list[int] = []
+        self._ahead: Iterator[bytes] | None = None
+        self._ahead_next = -1
         self._cached_index = -1
         self._cached = memoryview(b"")
 
-    # -- size and the seek table ------------------------------------------------
-
     @property
     def size(self) -> int:
-        table = self._load_table()
-        return sum(entry.decompressed for entry in table)
+        return sum(entry.decompressed for entry in self._load_table())
+
+    def close(self) -> None:
+        self._stop_ahead()
+        super().close()
+
+    # -- the seek table ----------------------------------------------------------
 
     def _load_table(self) -> list[lsz1.FrameEntry]:
         """Return the data-frame entries, reading the table from the tail if needed."""
@@ -222,7 +288,7 @@ class DecompressingReader(BlockReader):
         )
         self._check_total(sum(entry.decompressed for entry in table))
         self._install_table(table)
-        # The sequential cursor no longer matches the source position.
+        # The streaming cursor no longer matches the source position.
         self._carry, self._next_frame = b"", -1
         return table
 
@@ -243,52 +309,92 @@ class DecompressingReader(BlockReader):
     def _block(self, index: int) -> memoryview:
         if index == self._cached_index:
             return self._cached
-        if index == self._next_frame:
-            data = self._next_sequential()
+        if self._ahead is not None and index == self._ahead_next:
+            data = next(self._ahead, b"")
+            self._ahead_next += 1
+        elif index == self._next_frame:
+            data = self._next_streamed()
+        elif self._workers and index == self._cached_index + 1:
+            data = self._start_ahead(index)
         else:
+            self._stop_ahead()
             data = self._random(index)
         self._cached_index, self._cached = index, memoryview(data)
         return self._cached
 
-    def _random(self, index: int) -> bytes:
-        table = self._load_table()
-        if index >= len(table):
-            return b""
-        entry = table[index]
-        self._source.seek(self._offsets[index])
+    def _frame(self, index: int, data: bytes) -> bytes:
+        """Decode frame ``index`` whose stored bytes are ``data`` (any thread)."""
+        assert self._table is not None, "internal error: frame read without a table"
+        return decompress_frame(
+            data,
+            file_name=self._file_name,
+            index=index,
+            frame_size=self.block_size,
+            checksums=self._descriptor.checksums,
+            expected=self._table[index].decompressed,
+        )
+
+    def _stored_frame(self, index: int) -> bytes:
+        assert self._table is not None, "internal error: frame read without a table"
+        entry = self._table[index]
+        if self._source.tell() != self._offsets[index]:
+            self._source.seek(self._offsets[index])
         data = read_exactly(self._source, entry.compressed)
         if len(data) != entry.compressed:
             raise ContainerError(f"{self._file_name!r} ends inside frame {index}.")
-        plain, rest = self._decompress_frame(index, data, entry.decompressed)
-        if rest:
-            raise ContainerError(
-                f"{self._file_name!r}: frame {index} is shorter than its seek-table "
-                "entry."
-            )
-        return plain
+        return data
 
-    def _next_sequential(self) -> bytes:
+    def _random(self, index: int) -> bytes:
+        if index >= len(self._load_table()):
+            return b""
+        return self._frame(index, self._stored_frame(index))
+
+    def _start_ahead(self, index: int) -> bytes:
+        """Decode from ``index`` on with the workers, a window of frames ahead."""
+        self._stop_ahead()
+        count = len(self._load_table())
+        if index >= count:
+            return b""
+
+        def stored() -> Iterator[tuple[int, bytes]]:
+            for frame in range(index, count):
+                yield frame, self._stored_frame(frame)
+
+        self._ahead = ordered_map(
+            lambda item: self._frame(*item), stored(), workers=self._workers
+        )
+        self._ahead_next = index + 1
+        return next(self._ahead)
+
+    def _stop_ahead(self) -> None:
+        if self._ahead is not None:
+            ahead, self._ahead = self._ahead, None
+            ahead.close()  # type: ignore[attr-defined]
+            self._ahead_next = -1
+
+    # -- streaming, without the seek table -------------------------------------
+
+    def _next_streamed(self) -> bytes:
         """Decode the next frame in stream order, or verify the table at the end."""
         index = self._next_frame
         head = self._pull(len(lsz1.ZSTD_FRAME_MAGIC))
         if head != lsz1.ZSTD_FRAME_MAGIC:
-            self._verify_sequential_end(head)
+            self._verify_streamed_end(head)
             return b""
-        plain, rest = self._decompress_frame(index, None, None)
-        self._carry = rest + self._carry  # read past the frame, still unconsumed
-        self._seen.append(lsz1.FrameEntry(self._consumed, len(plain)))
+        plain, consumed = self._decompress_streamed(index, head)
+        self._seen.append(lsz1.FrameEntry(consumed, len(plain)))
         self._seen_total += len(plain)
         self._check_total(self._seen_total)
-        self._stream_offset += self._consumed
+        self._stream_offset += consumed
         self._next_frame += 1
         if len(plain) < self.block_size:
             # A short frame ends the data: verify the seek table and the end of the
             # stream before releasing it, or a cut or spliced stream would read as
             # a shorter, valid one.
-            self._verify_sequential_end(self._pull(len(lsz1.ZSTD_FRAME_MAGIC)))
+            self._verify_streamed_end(self._pull(len(lsz1.ZSTD_FRAME_MAGIC)))
         return plain
 
-    def _verify_sequential_end(self, head: bytes) -> None:
+    def _verify_streamed_end(self, head: bytes) -> None:
         """Check the seek table against the frames just decoded, then EOF."""
         name = self._file_name
         count = len(self._seen)
@@ -323,58 +429,35 @@ class DecompressingReader(BlockReader):
             data += read_exactly(self._source, count - len(data))
         return data
 
-    def _decompress_frame(
-        self, index: int, data: bytes | None, expected: int | None
-    ) -> tuple[bytes, bytes]:
-        """Decompress one zstd frame; return ``(plaintext, bytes after the frame)``.
+    def _decompress_streamed(self, index: int, magic: bytes) -> tuple[bytes, int]:
+        """Decompress the frame that starts with ``magic``; return it and its length.
 
-        With ``data`` None the frame is pulled from the stream (its magic already
-        consumed), so its compressed length is counted into ``self._consumed``.
-
-        Raises:
-            ContainerError: not a valid frame, or one whose declared size breaks the
-                container's rules.
-            DecompressionLimitError: a frame that would expand past the frame size.
+        The frame's end is found by decoding, so bytes read past it are carried
+        over to whatever follows.
         """
         name = self._file_name
-        head = lsz1.ZSTD_FRAME_MAGIC + self._pull(14) if data is None else data[:18]
-        try:
-            parameters = zstd.get_frame_parameters(head)
-        except zstd.ZstdError as exc:
-            raise ContainerError(
-                f"{name!r}: frame {index} has no valid header."
-            ) from exc
-        declared = parameters.content_size
-        if declared == zstd.CONTENTSIZE_UNKNOWN or not 1 <= declared <= self.block_size:
-            raise DecompressionLimitError(
-                f"{name!r}: frame {index} declares {declared} bytes; frames hold 1 to "
-                f"{self.block_size} bytes."
-            )
-        if expected is not None and declared != expected:
-            raise ContainerError(
-                f"{name!r}: frame {index} declares {declared} bytes, its seek-table "
-                f"entry {expected}."
-            )
-        if parameters.dict_id or parameters.has_checksum != self._descriptor.checksums:
-            raise ContainerError(f"{name!r}: frame {index} has unexpected parameters.")
-        decoder = self._decompressor.decompressobj()
+        head = magic + self._pull(lsz1.MAX_FRAME_HEADER - len(magic))
+        declared = check_frame_header(
+            head,
+            file_name=name,
+            index=index,
+            frame_size=self.block_size,
+            checksums=self._descriptor.checksums,
+        )
+        decoder = _decompressor(self.block_size).decompressobj()
         output: list[bytes] = []
-        consumed = 0
-        chunk = head if data is None else data
+        consumed, chunk = 0, head
         limit = lsz1.max_frame_bytes(self.block_size)
         try:
-            while True:
+            while chunk and not decoder.eof:
                 consumed += len(chunk)
-                output.append(decoder.decompress(chunk))
-                if decoder.eof or data is not None:
-                    break
-                if consumed > limit:
+                if consumed > limit + _READ_CHUNK:
                     raise DecompressionLimitError(
                         f"{name!r}: frame {index} is larger than any writer makes."
                     )
-                chunk = self._pull(_READ_CHUNK)
-                if not chunk:
-                    break
+                output.append(decoder.decompress(chunk))
+                if not decoder.eof:
+                    chunk = self._pull(_READ_CHUNK)
         except zstd.ZstdError as exc:
             raise ContainerError(
                 f"{name!r}: frame {index} is corrupt ({exc})."
@@ -382,8 +465,80 @@ class DecompressingReader(BlockReader):
         if not decoder.eof:
             raise ContainerError(f"{name!r} ends inside frame {index}.")
         rest = decoder.unused_data
+        self._carry = rest + self._carry  # read past the frame, still unconsumed
         plain = b"".join(output)
         if len(plain) != declared:
             raise ContainerError(f"{name!r}: frame {index} does not match its size.")
-        self._consumed = consumed - len(rest)
-        return plain, rest
+        return plain, consumed - len(rest)
+
+
+def check_frame_header(
+    head: bytes, *, file_name: str, index: int, frame_size: int, checksums: bool
+) -> int:
+    """Return the content size a zstd frame header declares, if the container allows.
+
+    Raises:
+        ContainerError: no valid header, or parameters the container forbids.
+        DecompressionLimitError: no content size, or one over the frame size.
+    """
+    try:
+        parameters = zstd.get_frame_parameters(head)
+    except zstd.ZstdError as exc:
+        raise ContainerError(
+            f"{file_name!r}: frame {index} has no valid header."
+        ) from exc
+    declared: int = parameters.content_size
+    if declared == zstd.CONTENTSIZE_UNKNOWN or not 1 <= declared <= frame_size:
+        raise DecompressionLimitError(
+            f"{file_name!r}: frame {index} declares {declared} bytes; frames hold 1 "
+            f"to {frame_size} bytes."
+        )
+    if parameters.dict_id or parameters.has_checksum != checksums:
+        raise ContainerError(f"{file_name!r}: frame {index} has unexpected parameters.")
+    return declared
+
+
+def decompress_frame(
+    data: bytes,
+    *,
+    file_name: str,
+    index: int,
+    frame_size: int,
+    checksums: bool,
+    expected: int,
+) -> bytes:
+    """Decompress one whole stored frame and check it against its table entry.
+
+    Safe to call from worker threads. Output is bounded: libzstd refuses to write
+    past the declared content size, which must be at most ``frame_size``.
+
+    Raises:
+        ContainerError, DecompressionLimitError: see ``check_frame_header``; also a
+            frame that disagrees with its entry.
+    """
+    declared = check_frame_header(
+        data[: lsz1.MAX_FRAME_HEADER],
+        file_name=file_name,
+        index=index,
+        frame_size=frame_size,
+        checksums=checksums,
+    )
+    if declared != expected:
+        raise ContainerError(
+            f"{file_name!r}: frame {index} declares {declared} bytes, its seek-table "
+            f"entry {expected}."
+        )
+    decoder = _decompressor(frame_size).decompressobj()
+    try:
+        plain = decoder.decompress(data)
+    except zstd.ZstdError as exc:
+        raise ContainerError(
+            f"{file_name!r}: frame {index} is corrupt ({exc})."
+        ) from exc
+    if not decoder.eof or decoder.unused_data:
+        raise ContainerError(
+            f"{file_name!r}: frame {index} does not fill its seek-table entry."
+        )
+    if len(plain) != declared:
+        raise ContainerError(f"{file_name!r}: frame {index} does not match its size.")
+    return plain

@@ -1,0 +1,81 @@
+"""Bounded, ordered parallelism for the GIL-releasing work of the layers.
+
+zstd compression and decompression release the GIL, and LSZ1 frames are independent,
+so frames can be worked on by a small shared thread pool while the calling thread
+reads, encrypts and writes in order. At most ``window`` items are in flight, so memory
+is bounded by the window, never by the file size. On a one-core machine there are no
+workers and everything runs in the calling thread.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+from layered_storage import conf
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_lock = threading.Lock()
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def available_cores() -> int:
+    """Return how many cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def worker_count() -> int:
+    """Return the configured number of workers (``LAYERED_STORAGE["WORKERS"]``).
+
+    ``None`` (the default) means one per core, at most four, and none on one core.
+    """
+    configured = conf.get_setting("WORKERS")
+    if configured is None:
+        cores = available_cores()
+        return 0 if cores < 2 else min(cores, 4)
+    return int(configured)
+
+
+def shared_pool(workers: int) -> ThreadPoolExecutor:
+    """Return the process-wide pool with ``workers`` threads."""
+    with _lock:
+        pool = _pools.get(workers)
+        if pool is None:
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="layered-storage")
+            _pools[workers] = pool
+        return pool
+
+
+def ordered_map(
+    function: Callable[[T], R], items: Iterable[T], *, workers: int
+) -> Iterator[R]:
+    """Yield ``function(item)`` for each item, in order, computing ahead in parallel.
+
+    Items are drawn from ``items`` in the calling thread, at most ``2 * workers``
+    ahead of what was yielded. An exception in any call is raised when its result is
+    due; the calls still queued behind it are cancelled.
+    """
+    if workers <= 0:
+        yield from map(function, items)
+        return
+    pool = shared_pool(workers)
+    window = 2 * workers
+    pending: deque[Future[R]] = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()

@@ -1,0 +1,156 @@
+"""The parallel pipeline: order, bounded work in flight, and failures in workers."""
+
+from __future__ import annotations
+
+import io
+import random
+import threading
+import time
+from typing import Any
+
+import pytest
+from django.core.files.base import ContentFile
+
+from layered_storage import LayeredStorage
+from layered_storage.exceptions import ContainerError
+from layered_storage.layers import compression
+from layered_storage.layers.base import FileContext, ReadPolicy
+from layered_storage.layers.compression import DecompressingReader, ZstdLayer
+from layered_storage.parallel import ordered_map, worker_count
+from layered_storage.pipeline import Pipeline
+from tests.utils import read_in_steps, sample
+
+F = 1 << 12
+
+
+def test_results_come_in_order_whatever_finishes_first() -> None:
+    rng = random.Random(3)
+    delays = [rng.random() / 200 for _ in range(40)]
+
+    def slow_square(item: int) -> int:
+        time.sleep(delays[item])
+        return item * item
+
+    assert list(ordered_map(slow_square, range(40), workers=3)) == [
+        i * i for i in range(40)
+    ]
+
+
+def test_work_in_flight_stays_within_the_window() -> None:
+    lock = threading.Lock()
+    drawn = 0
+    finished = 0
+    most_ahead = 0
+
+    def items() -> Any:
+        nonlocal drawn, most_ahead
+        for item in range(50):
+            with lock:
+                drawn += 1
+                most_ahead = max(most_ahead, drawn - finished)
+            yield item
+
+    for _ in ordered_map(lambda item: item, items(), workers=2):
+        with lock:
+            finished += 1
+    assert most_ahead <= 2 * 2 + 1
+
+
+def test_a_failing_item_raises_in_its_turn_and_cancels_the_rest() -> None:
+    started: list[int] = []
+
+    def work(item: int) -> int:
+        started.append(item)
+        if item == 3:
+            raise ValueError("item 3 broke")
+        time.sleep(0.001)
+        return item
+
+    results = ordered_map(work, range(1000), workers=2)
+    assert [next(results) for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(ValueError, match="item 3 broke"):
+        next(results)
+    time.sleep(0.05)
+    assert len(started) < 20  # the window, not the whole input
+
+
+def test_no_workers_runs_in_the_calling_thread() -> None:
+    threads: set[int] = set()
+    list(ordered_map(lambda i: threads.add(threading.get_ident()), range(5), workers=0))
+    assert threads == {threading.get_ident()}
+
+
+def test_default_workers_follow_the_cores(settings: Any) -> None:
+    settings.LAYERED_STORAGE = {**settings.LAYERED_STORAGE, "WORKERS": None}
+    assert worker_count() in (0, 2, 3, 4)
+    settings.LAYERED_STORAGE = {**settings.LAYERED_STORAGE, "WORKERS": 0}
+    assert worker_count() == 0
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2, 4])
+def test_parallel_output_is_identical_to_sequential(
+    settings: Any, workers: int
+) -> None:
+    data = sample(9 * F + 11)
+    layer = ZstdLayer(frame_log2=12)
+    outputs = []
+    for count in (0, workers):
+        settings.LAYERED_STORAGE = {**settings.LAYERED_STORAGE, "WORKERS": count}
+        pipeline = Pipeline([layer], ReadPolicy(require_encryption=False))
+        outputs.append(pipeline.encode(io.BytesIO(data), FileContext("x")).read())
+    assert outputs[0] == outputs[1]
+
+
+@pytest.mark.parametrize("step", [1000, F, 3 * F + 1])
+def test_read_ahead_returns_the_same_bytes(step: int) -> None:
+    data = sample(20 * F + 5)
+    pipeline = Pipeline(
+        [ZstdLayer(frame_log2=12)], ReadPolicy(require_encryption=False)
+    )
+    stored = pipeline.encode(io.BytesIO(data), FileContext("x")).read()
+    reader = DecompressingReader(
+        io.BytesIO(stored), file_name="x", policy=pipeline.policy, workers=2
+    )
+    assert read_in_steps(reader, step) == data
+    reader.seek(7 * F + 3)
+    assert reader.read(2 * F) == data[7 * F + 3 : 9 * F + 3]
+    reader.seek(F)  # jumps back, then reads on with the workers again
+    assert reader.read() == data[F:]
+
+
+def test_corrupt_frame_found_by_a_worker_fails_the_read() -> None:
+    data = sample(20 * F)
+    pipeline = Pipeline(
+        [ZstdLayer(frame_log2=12)], ReadPolicy(require_encryption=False)
+    )
+    stored = bytearray(pipeline.encode(io.BytesIO(data), FileContext("x")).read())
+    stored[len(stored) // 2] ^= 0x40
+    reader = DecompressingReader(
+        io.BytesIO(bytes(stored)), file_name="x", policy=pipeline.policy, workers=2
+    )
+    with pytest.raises(ContainerError):
+        read_in_steps(reader, F)
+
+
+class BrokenCompressor:
+    """A compressor that fails on its third frame, like a worker hitting an error."""
+
+    calls = 0
+
+    def compress(self, data: bytes) -> bytes:
+        BrokenCompressor.calls += 1
+        if BrokenCompressor.calls == 3:
+            raise MemoryError("worker ran out of memory")
+        return compression.zstd.ZstdCompressor(write_content_size=True).compress(data)
+
+
+def test_worker_failure_aborts_the_save_and_leaves_no_file(
+    fs_storage: LayeredStorage, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.LAYERED_STORAGE = {**settings.LAYERED_STORAGE, "WORKERS": 2}
+    BrokenCompressor.calls = 0
+    monkeypatch.setattr(compression, "_compressor", lambda *_: BrokenCompressor())
+    with pytest.raises(MemoryError):
+        fs_storage.save("doomed.txt", ContentFile(sample(8 * 1024 * 1024)))
+    assert not fs_storage.exists("doomed.txt")
+    assert fs_storage.listdir("")[1] == []
