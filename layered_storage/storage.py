@@ -21,17 +21,15 @@ from django.utils.deconstruct import deconstructible
 from django.utils.module_loading import import_string
 
 from layered_storage import conf
+from layered_storage.backends import open_stored, save_stored
 from layered_storage.exceptions import ConfigurationError, LayeredStorageError
 from layered_storage.files import LayeredFile, check_read_mode
 from layered_storage.layers.base import FileContext, LayerSpec, ReadPolicy, build_layers
 from layered_storage.pipeline import Pipeline
-from layered_storage.readers import open_stored
 from layered_storage.streams import BlockReader, ProducerStream
 
 logger = logging.getLogger(__name__)
 
-#: The content type stored objects carry: the stored bytes are not the plaintext.
-STORED_CONTENT_TYPE = "application/octet-stream"
 _SAVE_ATTEMPTS = 3
 
 
@@ -155,7 +153,7 @@ class LayeredStorage(Storage):
 
     def _save(self, name: str, content: File) -> str:  # type: ignore[type-arg]
         for _attempt in range(_SAVE_ATTEMPTS):
-            saved, stream = self._save_once(name, content)
+            saved = self._save_once(name, content)
             if saved == name or not self._binds_names():
                 return saved
             # The inner storage stored it under another name (another writer took
@@ -174,11 +172,11 @@ class LayeredStorage(Storage):
         self,
         name: str,
         content: File,  # type: ignore[type-arg]
-    ) -> tuple[str, ProducerStream]:
+    ) -> str:
         context = self.context(name, getattr(content, "content_type", None))
         stream = self.pipeline.encode(ContentReader(content), context)
         try:
-            return self.inner.save(name, EncodedFile(stream, name)), stream
+            return save_stored(self.inner, name, stream)
         except BaseException:
             self._discard_partial(name, stream)
             raise
@@ -300,24 +298,6 @@ class ContentReader(ProducerStream):
         if chunk is None:
             return None
         return chunk.encode("utf-8") if isinstance(chunk, str) else chunk
-
-
-class EncodedFile(File):  # type: ignore[type-arg]
-    """What the inner storage is handed: the encoded stream, with no size or path.
-
-    ``size`` is None so backends never measure by seeking, the name is the storage
-    name (never a local path that ``os.path.getsize`` could misread), and there is
-    no ``temporary_file_path`` for FileSystemStorage to move instead of reading.
-    """
-
-    content_type = STORED_CONTENT_TYPE
-
-    def __init__(self, stream: ProducerStream, name: str) -> None:
-        super().__init__(stream, name)
-
-    @property  # type: ignore[override]
-    def size(self) -> None:
-        return None
 
 
 def check_inner_chain(alias: str) -> None:

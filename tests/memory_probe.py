@@ -29,21 +29,24 @@ def peak_rss() -> int:
 
 
 class GeneratedStream(io.RawIOBase):
-    """``size`` bytes, half text and half random per MiB, made as they are read."""
+    """``size`` bytes, each MiB half text and half random, made as they are read."""
 
     def __init__(self, size: int) -> None:
         self._left = size
         self._rng = random.Random(7)
         words = b"layered storage keeps files compressed and encrypted at rest "
         self._text = (words * (CHUNK // len(words) + 1))[: CHUNK // 2]
+        self._block = memoryview(b"")
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        count = min(len(buffer), self._left, CHUNK)
-        chunk = (self._text + self._rng.randbytes(CHUNK // 2))[:count]
-        buffer[:count] = chunk
+        if not self._block:
+            self._block = memoryview(self._text + self._rng.randbytes(CHUNK // 2))
+        count = min(len(buffer), self._left, len(self._block))
+        buffer[:count] = self._block[:count]
+        self._block = self._block[count:]
         self._left -= count
         return count
 
@@ -71,7 +74,7 @@ def main(action: str, size_mib: int, inner: str, root: str, layers: str) -> None
     override_settings(STORAGES={**settings.STORAGES, "probe": config}).enable()
     storage = LayeredStorage(inner="probe", layers=layers.split(","))
     storage.pipeline.keyring()
-    _ = storage.inner
+    storage.exists("warm-up")  # build the inner storage and its client first
     size = size_mib * CHUNK
     before = peak_rss()
     if action == "save":

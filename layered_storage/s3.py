@@ -1,0 +1,198 @@
+"""S3 through django-storages: streaming uploads and ranged, streaming reads.
+
+``S3Storage.open()`` downloads the whole object before the first byte, so reads go
+around it: one ranged GET at open brings the head (where every header lives) and,
+in its Content-Range, the object's size; a sequential read then streams on one
+open-ended GET; a seek opens a new ranged GET, except for short forward skips (read
+through) and the tail (fetched once, since sizes and seek tables live there).
+Uploads go through s3transfer as S3Storage's own do, but with at most two parts
+buffered and without a Content-Type or Content-Encoding guessed from the name.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import re
+from typing import Any
+
+from botocore.exceptions import ClientError
+from storages.backends.s3 import S3Storage
+from storages.utils import clean_name
+
+from layered_storage.backends import STORED_CONTENT_TYPE
+from layered_storage.streams import ProducerStream
+
+HEAD_FETCH = 256 * 1024
+TAIL_FETCH = 256 * 1024
+CHUNK = 256 * 1024
+SKIP_LIMIT = 1024 * 1024  # read through a forward skip this short instead of a GET
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+
+
+def upload(storage: S3Storage, name: str, stream: ProducerStream) -> str:
+    """Upload ``stream`` as ``name``; return the name, cleaned as S3Storage does.
+
+    A failure part-way makes s3transfer abort the multipart upload, so neither an
+    object nor orphaned parts remain.
+    """
+    cleaned = clean_name(name)
+    key = storage._normalize_name(cleaned)
+    parameters = dict(storage.get_object_parameters(name))
+    # The stored bytes are neither the plaintext's type nor gzip/br/xz, whatever
+    # the name suggests (S3Storage would guess both from the suffix).
+    parameters["ContentType"] = STORED_CONTENT_TYPE
+    parameters.pop("ContentEncoding", None)
+    storage.bucket.Object(key).upload_fileobj(
+        stream, ExtraArgs=parameters, Config=bounded_transfer_config(storage)
+    )
+    return cleaned
+
+
+def bounded_transfer_config(storage: S3Storage) -> Any:
+    """Return the storage's s3transfer config, buffering at most two parts."""
+    bounded = copy.copy(storage.transfer_config)
+    # Not a TransferConfig argument, but s3transfer reads the attribute: without it
+    # a non-seekable upload may hold ten parts (80 MiB) in memory.
+    bounded.max_in_memory_upload_chunks = 2
+    return bounded
+
+
+class S3Reader(io.RawIOBase):
+    """A seekable reader over one S3 object, fetching only what is read."""
+
+    def __init__(
+        self, client: Any, request: dict[str, Any], size: int, head: bytes
+    ) -> None:
+        super().__init__()
+        self._client = client
+        self._request = request
+        self._size = size
+        self._position = 0
+        self._buffer = head
+        self._buffer_start = 0
+        self._body: Any = None
+        self._body_position = -1
+        #: How many GET requests this reader made (the opening one included), and
+        #: how many object bytes it took from them.
+        self.requests = 1
+        self.received = len(head)
+
+    @classmethod
+    def open(cls, storage: S3Storage, name: str) -> S3Reader:
+        """Open ``name`` with one ranged GET.
+
+        Raises:
+            FileNotFoundError: no such object.
+        """
+        from storages.backends.s3 import _filter_download_params
+
+        key = storage._normalize_name(clean_name(name))
+        request = {
+            "Bucket": storage.bucket_name,
+            "Key": key,
+            **_filter_download_params(storage.get_object_parameters(name)),
+        }
+        client = storage.connection.meta.client
+        try:
+            response = client.get_object(Range=f"bytes=0-{HEAD_FETCH - 1}", **request)
+        except ClientError as error:
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 404:
+                raise FileNotFoundError(f"File does not exist: {name}") from None
+            if status == 416:  # an empty object has no byte 0
+                return cls(client, request, 0, b"")
+            raise
+        with response["Body"] as body:
+            head = body.read()
+        size = _total_size(response, len(head))
+        return cls(client, request, size, head)
+
+    # -- io.RawIOBase --------------------------------------------------------------
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}
+        target = base[whence] + offset
+        if target < 0:
+            raise ValueError(f"negative seek position {target}")
+        self._position = target
+        return target
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        if self._position >= self._size or not len(view):
+            return 0
+        if not self._buffered():
+            self._fetch(len(view))
+        offset = self._position - self._buffer_start
+        count = min(len(view), len(self._buffer) - offset)
+        view[:count] = self._buffer[offset : offset + count]
+        self._position += count
+        return count
+
+    def close(self) -> None:
+        if not self.closed:
+            self._drop_body()
+            self._buffer = b""
+        super().close()
+
+    # -- fetching ------------------------------------------------------------------
+
+    def _buffered(self) -> bool:
+        offset = self._position - self._buffer_start
+        return 0 <= offset < len(self._buffer)
+
+    def _fetch(self, wanted: int) -> None:
+        """Put bytes from the current position into the buffer."""
+        position = self._position
+        skip = position - self._body_position
+        if self._body is not None and 0 < skip <= SKIP_LIMIT:
+            self.received += len(self._body.read(skip))  # cheaper than a new request
+            self._body_position = position
+        if self._body is None or self._body_position != position:
+            self._drop_body()
+            tail_start = max(0, self._size - TAIL_FETCH)
+            if position >= tail_start:
+                self._buffer = self._get(f"bytes={tail_start}-{self._size - 1}")
+                self._buffer_start = tail_start
+                return
+            self._body = self._client.get_object(
+                Range=f"bytes={position}-", **self._request
+            )["Body"]
+            self.requests += 1
+            self._body_position = position
+        data = self._body.read(max(wanted, CHUNK))
+        self.received += len(data)
+        if not data:
+            raise OSError(f"{self._request['Key']!r} ended early while being read.")
+        self._buffer, self._buffer_start = data, position
+        self._body_position += len(data)
+
+    def _get(self, byte_range: str) -> bytes:
+        self.requests += 1
+        response = self._client.get_object(Range=byte_range, **self._request)
+        with response["Body"] as body:
+            data: bytes = body.read()
+        self.received += len(data)
+        return data
+
+    def _drop_body(self) -> None:
+        if self._body is not None:
+            self._body.close()
+            self._body = None
+            self._body_position = -1
+
+
+def _total_size(response: dict[str, Any], received: int) -> int:
+    """Return the object size from a ranged GET's Content-Range (or what came)."""
+    match = _CONTENT_RANGE.fullmatch(response.get("ContentRange") or "")
+    return int(match.group(3)) if match else received

@@ -1,0 +1,151 @@
+"""Over S3 (a real SeaweedFS server): streaming both ways, few requests, clean failures."""
+
+from __future__ import annotations
+
+import io
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.files.base import ContentFile, File
+
+from layered_storage import LayeredStorage
+from layered_storage.s3 import S3Reader
+from tests.conftest import make_storage
+from tests.memory_probe import GeneratedStream
+from tests.test_storage import FailingContent
+from tests.utils import read_in_steps, sample
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def s3_storage(settings: Any, tmp_path: Path) -> LayeredStorage:
+    return make_storage(settings, tmp_path, "s3", ["zstd", "aes-gcm"])
+
+
+class Traffic:
+    """Every GetObject the S3 client sends (seen through botocore's own events), and
+    the object bytes the readers took from the responses."""
+
+    def __init__(self) -> None:
+        self.ranges: list[str] = []
+        self.readers: list[S3Reader] = []
+
+    def before(self, params: dict[str, Any], **_: Any) -> None:
+        self.ranges.append(params.get("Range", "whole object"))
+
+    @property
+    def received(self) -> int:
+        return sum(reader.received for reader in self.readers)
+
+
+@pytest.fixture
+def traffic(
+    s3_storage: LayeredStorage, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Traffic]:
+    seen = Traffic()
+    events = s3_storage.inner.connection.meta.client.meta.events
+    events.register("before-parameter-build.s3.GetObject", seen.before)
+    opener = S3Reader.open
+
+    def open_and_remember(storage: Any, name: str) -> S3Reader:
+        reader = opener(storage, name)
+        seen.readers.append(reader)
+        return reader
+
+    monkeypatch.setattr(S3Reader, "open", open_and_remember)
+    yield seen
+    events.unregister("before-parameter-build.s3.GetObject", seen.before)
+
+
+def stored_object(storage: LayeredStorage, name: str) -> dict[str, Any]:
+    inner = storage.inner
+    client = inner.connection.meta.client
+    key = inner._normalize_name(name)
+    return dict(client.head_object(Bucket=inner.bucket_name, Key=key))
+
+
+def test_stored_object_carries_no_guessed_type_or_encoding(
+    s3_storage: LayeredStorage,
+) -> None:
+    name = s3_storage.save(
+        "report.txt.gz", ContentFile(b"plaintext pretending to be gz")
+    )
+    head = stored_object(s3_storage, name)
+    assert head["ContentType"] == "application/x-layered-storage"
+    assert "ContentEncoding" not in head
+    assert s3_storage.open(name).read() == b"plaintext pretending to be gz"
+
+
+def test_large_save_is_a_multipart_upload(s3_storage: LayeredStorage) -> None:
+    data = io.BytesIO(random.Random(1).randbytes(20 * MIB))
+    name = s3_storage.save("big.bin", File(data, "big.bin"))
+    head = stored_object(s3_storage, name)
+    assert "-" in head["ETag"]  # multipart ETags end in -<parts>
+    assert s3_storage.size(name) == 20 * MIB
+
+
+def test_failed_upload_leaves_no_object_and_no_parts(
+    s3_storage: LayeredStorage,
+) -> None:
+    with pytest.raises(ConnectionResetError):
+        s3_storage.save("broken.bin", FailingContent(20 * MIB))
+    assert not s3_storage.exists("broken.bin")
+    client = s3_storage.inner.connection.meta.client
+    uploads = client.list_multipart_uploads(Bucket=s3_storage.inner.bucket_name)
+    prefix = s3_storage.inner.location
+    assert [u for u in uploads.get("Uploads", []) if u["Key"].startswith(prefix)] == []
+
+
+def test_open_reads_the_first_bytes_without_downloading(
+    s3_storage: LayeredStorage, traffic: Traffic
+) -> None:
+    name = s3_storage.save("stream.bin", File(GeneratedStream(24 * MIB), "stream.bin"))
+    with s3_storage.open(name) as opened:
+        first = opened.read(100)
+    assert len(first) == 100
+    # The first plaintext byte needs the whole first frame (1 MiB before
+    # compression), nothing more.
+    assert traffic.received < 2 * MIB, traffic.ranges
+
+
+def test_sequential_read_streams_on_few_requests(
+    s3_storage: LayeredStorage, traffic: Traffic
+) -> None:
+    data = sample(12 * MIB)
+    name = s3_storage.save("seq.bin", ContentFile(data))
+    with s3_storage.open(name) as opened:
+        assert opened.read() == data
+    assert len(traffic.ranges) <= 3, traffic.ranges
+    assert all(r.startswith("bytes=") for r in traffic.ranges)
+
+
+def test_size_fetches_head_and_tail_only(
+    s3_storage: LayeredStorage, traffic: Traffic
+) -> None:
+    name = s3_storage.save("sized.bin", File(GeneratedStream(24 * MIB), "sized.bin"))
+    assert s3_storage.size(name) == 24 * MIB
+    assert len(traffic.ranges) == 2, traffic.ranges
+    assert traffic.received <= 2 * 256 * 1024
+
+
+def test_random_range_takes_three_ranged_gets_including_the_open(
+    s3_storage: LayeredStorage, traffic: Traffic
+) -> None:
+    size = 32 * MIB
+    name = s3_storage.save("random.bin", File(GeneratedStream(size), "random.bin"))
+    expected = read_in_steps(GeneratedStream(size), MIB)
+    offset = 19 * MIB + 12345
+    with s3_storage.open(name) as opened:
+        opened.seek(offset)
+        assert opened.read(MIB) == expected[offset : offset + MIB]
+    assert len(traffic.ranges) <= 3, traffic.ranges
+    assert traffic.received < 12 * MIB
+
+
+def test_missing_object_raises_file_not_found(s3_storage: LayeredStorage) -> None:
+    with pytest.raises(FileNotFoundError):
+        s3_storage.open("absent.bin")
