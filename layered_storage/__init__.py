@@ -5,23 +5,37 @@ Public names: ``LayeredStorage``, the exceptions and ``__version__``.
 
 from layered_storage.exceptions import (
     ConfigurationError,
+    ContainerError,
+    DecompressionLimitError,
     DecryptionError,
     FormatError,
+    HeaderAuthenticationError,
     LayeredStorageError,
+    NotLayeredError,
+    PolicyError,
+    SegmentAuthenticationError,
     TruncatedFileError,
     UnknownKeyError,
+    UnsupportedFormatError,
 )
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "ConfigurationError",
+    "ContainerError",
+    "DecompressionLimitError",
     "DecryptionError",
     "FormatError",
+    "HeaderAuthenticationError",
     "LayeredStorage",
     "LayeredStorageError",
+    "NotLayeredError",
+    "PolicyError",
+    "SegmentAuthenticationError",
     "TruncatedFileError",
     "UnknownKeyError",
+    "UnsupportedFormatError",
     "__version__",
 ]
 

@@ -32,7 +32,8 @@ HINTS = {
     "layered_storage.E002": "Point OPTIONS['inner'] at a storage that does not lead "
     "back here.",
     "layered_storage.E003": "Use 'zstd', 'aes-gcm' or 'chacha20-poly1305', or the "
-    "dotted path of a Layer subclass.",
+    "dotted path of a subclass of one of their classes (files must stay readable, "
+    "and this release reads the LSZ1 and LSE1 formats only).",
     "layered_storage.E004": "See the layer reference in the docs for each option's "
     "type and range.",
     "layered_storage.E005": "Run 'manage.py layered_keygen' and put the key in "

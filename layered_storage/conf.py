@@ -39,7 +39,20 @@ def layered_settings() -> dict[str, Any]:
         raise ConfigurationError(
             f"LAYERED_STORAGE has unknown keys {unknown}; allowed: {sorted(DEFAULTS)}."
         )
-    return {**DEFAULTS, **given}
+    merged = {**DEFAULTS, **given}
+    if not isinstance(merged["NAMESPACE"], str):
+        raise ConfigurationError(
+            f"LAYERED_STORAGE['NAMESPACE'] must be a string, got {merged['NAMESPACE']!r}."
+        )
+    workers = merged["WORKERS"]
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, int) or workers < 0
+    ):
+        raise ConfigurationError(
+            "LAYERED_STORAGE['WORKERS'] is a number of threads (0 for none) or None "
+            f"(one per core), got {workers!r}."
+        )
+    return merged
 
 
 def get_setting(name: str) -> Any:

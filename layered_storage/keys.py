@@ -38,7 +38,7 @@ def generate_key() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(KEY_SIZE)).decode("ascii")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Key:
     """One 256-bit key; ``secret`` never appears in a ``repr``."""
 
@@ -54,6 +54,9 @@ class Key:
     def label(self) -> str:
         """Return the id as the hex text used in messages and commands."""
         return self.id.hex()
+
+    def __repr__(self) -> str:
+        return f"Key(id={self.label!r})"
 
 
 @dataclass(frozen=True)
@@ -163,8 +166,23 @@ def parse_keys(values: Iterable[object], *, source: str) -> Keyring:
     return Keyring(keys)
 
 
+def _looks_like_key(text: str) -> bool:
+    try:
+        return len(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))) == KEY_SIZE
+    except (binascii.Error, ValueError):
+        return False
+
+
 def _resolve_reference(reference: str) -> tuple[Any, str]:
     """Return what a keyring reference names: a setting, or a dotted path."""
+    if _looks_like_key(reference):
+        # Never echo it: it is most likely a key put where a list was expected.
+        raise ConfigurationError(
+            "A keyring reference looks like a key itself: KEYS must be a list of "
+            "keys (or a setting name or dotted path that gives one), and the 'keys' "
+            "layer option only names a keyring.",
+            check_id="layered_storage.E006",
+        )
     if reference.isidentifier():
         return conf.named_setting(reference), f"settings.{reference}"
     try:

@@ -89,12 +89,6 @@ class Pipeline:
         if head.startswith(lse1.MAGIC):
             payload = PAYLOAD_LSE1
         elif lsz1.is_lsz1(head):
-            if self.policy.require_encryption:
-                raise PolicyError(
-                    f"{name!r} is compressed but not encrypted, and this storage "
-                    "requires encryption. To read such files during a migration, set "
-                    "OPTIONS['allow_unencrypted'] = True."
-                )
             payload = PAYLOAD_LSZ1
         elif self.policy.legacy_plaintext:
             return PlainReader(stored)
@@ -118,6 +112,13 @@ class Pipeline:
             else:
                 reader = DecompressingReader(stream, file_name=name, policy=self.policy)
             stream, payload = reader, reader.payload
+        if self.policy.require_encryption and PAYLOAD_LSE1 not in seen:
+            stream.close()
+            raise PolicyError(
+                f"{name!r} is not encrypted, and this storage requires encryption. To "
+                "read such files during a migration, set OPTIONS['allow_unencrypted'] "
+                "= True."
+            )
         assert isinstance(stream, BlockReader), "internal error: decoder shape"
         return stream
 

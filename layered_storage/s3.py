@@ -43,6 +43,8 @@ def upload(storage: S3Storage, name: str, stream: ProducerStream) -> str:
     # the name suggests (S3Storage would guess both from the suffix).
     parameters["ContentType"] = STORED_CONTENT_TYPE
     parameters.pop("ContentEncoding", None)
+    if "ACL" not in parameters and storage.default_acl:
+        parameters["ACL"] = storage.default_acl  # as S3Storage's own save does
     storage.bucket.Object(key).upload_fileobj(
         stream, ExtraArgs=parameters, Config=bounded_transfer_config(storage)
     )

@@ -25,6 +25,7 @@ from layered_storage.backends import open_stored, save_stored
 from layered_storage.exceptions import ConfigurationError, LayeredStorageError
 from layered_storage.files import LayeredFile, check_read_mode
 from layered_storage.layers.base import FileContext, LayerSpec, ReadPolicy, build_layers
+from layered_storage.layers.encryption import AeadLayer
 from layered_storage.pipeline import Pipeline
 from layered_storage.streams import BlockReader, ProducerStream
 
@@ -45,11 +46,12 @@ class LayeredStorage(Storage):
         namespace: label bound into every encrypted file with its name, so a file
             moved between storages fails to open (default
             ``LAYERED_STORAGE["NAMESPACE"]``).
-        allow_unencrypted: read compressed-but-unencrypted files (default: only when
-            the stack itself does not end in encryption).
+        allow_unencrypted: read files that are not encrypted (default: only when
+            the stack has no encryption layer).
         allow_plaintext: read files with no layered header as they are.
-        require_name_binding: refuse encrypted files not bound to their name.
-        max_file_size: refuse to read files whose plaintext is larger.
+        require_name_binding: refuse encrypted files not bound to their name
+            (default: whether the stack's encryption layer binds names).
+        max_file_size: refuse to read files whose plaintext is larger (bytes).
     """
 
     def __init__(
@@ -60,7 +62,7 @@ class LayeredStorage(Storage):
         namespace: str | None = None,
         allow_unencrypted: bool | None = None,
         allow_plaintext: bool = False,
-        require_name_binding: bool = True,
+        require_name_binding: bool | None = None,
         max_file_size: int | None = None,
     ) -> None:
         if inner is not None and not isinstance(inner, str):
@@ -68,6 +70,17 @@ class LayeredStorage(Storage):
                 "'inner' is the alias of a storage in settings.STORAGES (a string), "
                 f"got {type(inner).__name__}.",
                 check_id="layered_storage.E001",
+            )
+        _check_option("namespace", namespace, (str, type(None)))
+        _check_option("allow_unencrypted", allow_unencrypted, (bool, type(None)))
+        _check_option("allow_plaintext", allow_plaintext, (bool,))
+        _check_option("require_name_binding", require_name_binding, (bool, type(None)))
+        _check_option("max_file_size", max_file_size, (int, type(None)))
+        if max_file_size is not None and (
+            isinstance(max_file_size, bool) or max_file_size < 1
+        ):
+            raise ConfigurationError(
+                f"'max_file_size' is a number of bytes above 0, got {max_file_size!r}."
             )
         self._inner_alias = inner
         self._layer_specs = layers
@@ -115,16 +128,30 @@ class LayeredStorage(Storage):
                 "'aes-gcm'].",
                 check_id="layered_storage.E004",
             )
-        outer_encrypted = layers[-1].kind == "encryption"
+        encryption = next(
+            (layer for layer in layers if isinstance(layer, AeadLayer)), None
+        )
         allow_unencrypted = (
-            not outer_encrypted
+            encryption is None
             if self._allow_unencrypted is None
             else self._allow_unencrypted
         )
+        binds_names = encryption is not None and encryption.bind_name
+        require_binding = (
+            binds_names
+            if self._require_name_binding is None
+            else self._require_name_binding
+        )
+        if require_binding and encryption is not None and not binds_names:
+            raise ConfigurationError(
+                "The encryption layer has bind_name=False but the storage sets "
+                "require_name_binding=True: it would refuse every file it writes.",
+                check_id="layered_storage.E004",
+            )
         policy = ReadPolicy(
             require_encryption=not allow_unencrypted,
             legacy_plaintext=self._allow_plaintext,
-            require_name_binding=self._require_name_binding,
+            require_name_binding=require_binding,
             max_file_size=self._max_file_size,
         )
         return Pipeline(layers, policy)
@@ -266,6 +293,13 @@ class LayeredStorage(Storage):
         if _overrides(self, "get_valid_name"):
             return super().generate_filename(filename)
         return self.inner.generate_filename(filename)
+
+
+def _check_option(name: str, value: object, types: tuple[type, ...]) -> None:
+    """Raise ConfigurationError (E008) unless ``value`` is one of ``types``."""
+    if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+        allowed = " or ".join("None" if t is type(None) else t.__name__ for t in types)
+        raise ConfigurationError(f"'{name}' must be {allowed}, got {value!r}.")
 
 
 def _overrides(storage: LayeredStorage, *methods: str) -> bool:

@@ -35,8 +35,14 @@ def test_good_configuration_is_silent(settings: Any) -> None:
         ({"inner": "private"}, "layered_storage.E002"),
         ({"inner": "default", "layers": ["brotli"]}, "layered_storage.E003"),
         ({"inner": "default", "layers": ["no.such.Layer"]}, "layered_storage.E003"),
-        ({"inner": "default", "layers": [("zstd", {"level": 99})]}, "layered_storage.E004"),
-        ({"inner": "default", "layers": [("zstd", {"speed": 1})]}, "layered_storage.E004"),
+        (
+            {"inner": "default", "layers": [("zstd", {"level": 99})]},
+            "layered_storage.E004",
+        ),
+        (
+            {"inner": "default", "layers": [("zstd", {"speed": 1})]},
+            "layered_storage.E004",
+        ),
         ({"inner": "default", "layers": []}, "layered_storage.E004"),
         ({"inner": "default", "layers": "zstd"}, "layered_storage.E004"),
         (
@@ -77,11 +83,13 @@ def test_loop_through_two_layered_storages(settings: Any) -> None:
 )
 def test_key_problems(settings: Any, keys: Any, check_id: str) -> None:
     settings.LAYERED_STORAGE = {"KEYS": keys}
-    messages = run(settings, private={"BACKEND": LAYERED, "OPTIONS": {"inner": "default"}})
-    assert ids(messages) == [check_id]
-    assert "layered_keygen" in (messages[0].hint or "") + messages[0].msg or check_id.endswith(
-        "7"
+    messages = run(
+        settings, private={"BACKEND": LAYERED, "OPTIONS": {"inner": "default"}}
     )
+    assert ids(messages) == [check_id]
+    assert "layered_keygen" in (messages[0].hint or "") + messages[
+        0
+    ].msg or check_id.endswith("7")
 
 
 def test_compression_after_encryption_warns(settings: Any) -> None:
@@ -109,3 +117,48 @@ def test_checks_run_through_manage_py_check(settings: Any) -> None:
     }
     found = checks.run_checks()
     assert "layered_storage.E001" in ids(found)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"namespace": 3},
+        {"allow_unencrypted": "yes"},
+        {"allow_plaintext": None},
+        {"require_name_binding": 1},
+        {"max_file_size": 0},
+        {"max_file_size": "10MB"},
+        {"max_file_size": True},
+    ],
+)
+def test_bad_storage_options_are_reported(
+    settings: Any, options: dict[str, Any]
+) -> None:
+    messages = run(
+        settings,
+        private={"BACKEND": LAYERED, "OPTIONS": {"inner": "default", **options}},
+    )
+    assert ids(messages) == ["layered_storage.E008"]
+    assert next(iter(options)) in messages[0].msg
+
+
+def test_refusing_its_own_unbound_files_is_reported(settings: Any) -> None:
+    options = {
+        "inner": "default",
+        "layers": [("aes-gcm", {"bind_name": False})],
+        "require_name_binding": True,
+    }
+    messages = run(settings, private={"BACKEND": LAYERED, "OPTIONS": options})
+    assert ids(messages) == ["layered_storage.E004"]
+    unbound = {"inner": "default", "layers": [("aes-gcm", {"bind_name": False})]}
+    assert run(settings, private={"BACKEND": LAYERED, "OPTIONS": unbound}) == []
+
+
+@pytest.mark.parametrize(
+    "global_settings", [{"WORKERS": -1}, {"WORKERS": "two"}, {"NAMESPACE": 5}]
+)
+def test_bad_global_settings_are_reported(
+    settings: Any, global_settings: dict[str, Any]
+) -> None:
+    settings.LAYERED_STORAGE = {**settings.LAYERED_STORAGE, **global_settings}
+    assert ids(run(settings)) == ["layered_storage.E008"]

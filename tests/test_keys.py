@@ -101,3 +101,17 @@ def test_lookup_by_unknown_id_names_it() -> None:
     ring = Keyring((Key(RAW),))
     with pytest.raises(UnknownKeyError, match="00" * 8):
         ring.find(bytes(8), file_name="a.txt")
+
+
+def test_a_bare_key_where_a_list_belongs_is_never_echoed(settings: Any) -> None:
+    key = generate_key()
+    for value in (key, key.rstrip("=")):
+        settings.LAYERED_STORAGE = {"KEYS": value}
+        with pytest.raises(ConfigurationError) as caught:
+            load_keyring()
+        assert key.rstrip("=")[:16] not in str(caught.value)
+        assert caught.value.check_id == "layered_storage.E006"
+
+
+def test_key_repr_shows_the_id_in_hex_only() -> None:
+    assert repr(Key(RAW)) == f"Key(id='{Key(RAW).label}')"

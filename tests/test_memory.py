@@ -40,8 +40,16 @@ def test_python_allocations_stay_flat_for_64_mib(fs_storage: LayeredStorage) -> 
 
 def probe(action: str, size_mib: int, inner: str, root: Path, layers: str) -> int:
     done = subprocess.run(
-        [sys.executable, "-m", "tests.memory_probe", action, str(size_mib), inner,
-         str(root), layers],
+        [
+            sys.executable,
+            "-m",
+            "tests.memory_probe",
+            action,
+            str(size_mib),
+            inner,
+            str(root),
+            layers,
+        ],
         capture_output=True,
         text=True,
         check=False,

@@ -154,3 +154,29 @@ def test_worker_failure_aborts_the_save_and_leaves_no_file(
         fs_storage.save("doomed.txt", ContentFile(sample(8 * 1024 * 1024)))
     assert not fs_storage.exists("doomed.txt")
     assert fs_storage.listdir("")[1] == []
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_size_asked_in_the_middle_of_a_streaming_read(workers: int) -> None:
+    data = sample(20 * F + 5)
+    pipeline = Pipeline(
+        [ZstdLayer(frame_log2=12)], ReadPolicy(require_encryption=False)
+    )
+    stored = pipeline.encode(io.BytesIO(data), FileContext("x")).read()
+    reader = DecompressingReader(
+        io.BytesIO(stored), file_name="x", policy=pipeline.policy, workers=workers
+    )
+    head = reader.read(3 * F + 1)
+    assert reader.size == len(data)
+    assert head + reader.read() == data
+
+
+def test_encrypted_file_reads_with_size_asked_midway(
+    fs_storage: LayeredStorage,
+) -> None:
+    data = sample(5 * 1024 * 1024 + 3)
+    name = fs_storage.save("mid.bin", ContentFile(data))
+    with fs_storage.open(name) as opened:
+        head = opened.read(1024 * 1024 + 7)
+        assert opened.size == len(data)
+        assert head + opened.read() == data

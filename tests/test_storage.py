@@ -319,3 +319,55 @@ def test_repr_and_deconstruct_hold_no_secret(storage: LayeredStorage) -> None:
     for key in storage.pipeline.keyring().keys:
         assert key.secret.hex() not in text
     assert kwargs["layers"] == ["zstd", "aes-gcm"]
+
+
+def test_unbound_stack_reads_its_own_files(settings: Any, tmp_path: Path) -> None:
+    storage = make_storage(
+        settings, tmp_path, "filesystem", ["zstd", ("aes-gcm", {"bind_name": False})]
+    )
+    name = storage.save("u.txt", ContentFile(b"unbound but encrypted"))
+    assert storage.open(name).read() == b"unbound but encrypted"
+
+
+def test_stack_compressing_after_encryption_refuses_planted_unencrypted_files(
+    settings: Any, tmp_path: Path
+) -> None:
+    from layered_storage import PolicyError
+
+    planter = make_storage(settings, tmp_path, "filesystem", ["zstd"])
+    planter.save("planted.txt", ContentFile(b"not encrypted"))
+    odd = make_storage(settings, tmp_path, "filesystem", ["aes-gcm", "zstd"])
+    with pytest.raises(PolicyError, match="not encrypted"):
+        odd.open("planted.txt")
+
+
+@pytest.mark.parametrize("layers", [["zstd", "aes-gcm"], ["aes-gcm"], ["zstd"]])
+def test_max_file_size_is_about_the_plaintext(
+    settings: Any, tmp_path: Path, layers: list[str]
+) -> None:
+    from layered_storage import LayeredStorageError
+
+    limit = 2_000_000
+    storage = make_storage(
+        settings, tmp_path, "filesystem", layers, max_file_size=limit
+    )
+    incompressible = sample(2 * limit, 5)[limit:]  # the random half: grows when stored
+    name = storage.save("at-limit.bin", ContentFile(incompressible))
+    assert storage.open(name).read() == incompressible
+    over = storage.save("over.bin", ContentFile(incompressible + b"!"))
+    with pytest.raises(LayeredStorageError, match="limit"):
+        storage.open(over).read()
+
+
+def test_every_exception_is_importable_from_the_package() -> None:
+    import layered_storage
+    from layered_storage import exceptions
+
+    tree = {
+        name
+        for name, value in vars(exceptions).items()
+        if isinstance(value, type)
+        and issubclass(value, Exception)
+        and value.__module__ == exceptions.__name__
+    }
+    assert tree <= set(layered_storage.__all__)

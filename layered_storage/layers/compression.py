@@ -24,7 +24,13 @@ from layered_storage.exceptions import (
     DecompressionLimitError,
 )
 from layered_storage.format import lsz1
-from layered_storage.layers.base import PAYLOAD_LSZ1, FileContext, Layer, ReadPolicy
+from layered_storage.layers.base import (
+    PAYLOAD_LSZ1,
+    PAYLOAD_RAW,
+    FileContext,
+    Layer,
+    ReadPolicy,
+)
 from layered_storage.parallel import ordered_map, worker_count
 from layered_storage.streams import BlockReader, ProducerStream, read_exactly
 
@@ -37,7 +43,6 @@ DEFAULT_SKIP_EXTENSIONS = (
 DEFAULT_SKIP_CONTENT_TYPES = ("image/", "video/", "audio/", "application/zip")
 #: The level used to frame a file that is skipped but must still be LSZ1.
 STORE_LEVEL = -7
-_READ_CHUNK = 128 * 1024
 
 
 class ZstdLayer(Layer):
@@ -214,11 +219,11 @@ def _compressor(level: int, checksums: bool) -> zstd.ZstdCompressor:
 class DecompressingReader(BlockReader):
     """Read the plaintext of an LSZ1 stream; seekable when ``source`` is.
 
-    A read from the start decodes frame after frame as they arrive, without the
-    seek table. Once a second consecutive frame is asked for, the table is read
-    from the tail and the workers decompress ahead while this thread reads (and,
-    under encryption, decrypts) the next frames. A seek decodes only the frame it
-    lands in.
+    Reading from the start walks the stream frame by frame (block headers give each
+    frame's length without decompressing it), so no seek table is needed; a seek
+    reads the table from the tail and decodes only the frame it lands in. Either
+    way, consecutive frames are decompressed ahead by the workers while this thread
+    reads (and, under encryption, decrypts) the next ones.
     """
 
     def __init__(
@@ -264,10 +269,14 @@ class DecompressingReader(BlockReader):
     # -- the seek table ----------------------------------------------------------
 
     def _load_table(self) -> list[lsz1.FrameEntry]:
-        """Return the data-frame entries, reading the table from the tail if needed."""
+        """Return the data-frame entries, reading the table from the tail if needed.
+
+        The source is put back where it was, so a streaming walk can go on.
+        """
         if self._table is not None:
             return self._table
         name = self._file_name
+        resume = self._source.tell()
         end = self._source.seek(0, io.SEEK_END)
         if end < lsz1.DESCRIPTOR_SIZE + lsz1.table_frame_size(1, False):
             raise ContainerError(f"{name!r} is too short for an LSZ1 stream.")
@@ -288,8 +297,7 @@ class DecompressingReader(BlockReader):
         )
         self._check_total(sum(entry.decompressed for entry in table))
         self._install_table(table)
-        # The streaming cursor no longer matches the source position.
-        self._carry, self._next_frame = b"", -1
+        self._source.seek(resume)
         return table
 
     def _install_table(self, table: list[lsz1.FrameEntry]) -> None:
@@ -297,8 +305,9 @@ class DecompressingReader(BlockReader):
         self._offsets = lsz1.frame_offsets(table) if table else []
 
     def _check_total(self, total: int) -> None:
+        # The limit is on the file's plaintext, not on an encrypted payload inside.
         limit = self._policy.max_file_size
-        if limit is not None and total > limit:
+        if limit is not None and self.payload == PAYLOAD_RAW and total > limit:
             raise DecompressionLimitError(
                 f"{self._file_name!r} expands to {total} bytes, over the "
                 f"{limit}-byte limit of this storage."
@@ -312,9 +321,9 @@ class DecompressingReader(BlockReader):
         if self._ahead is not None and index == self._ahead_next:
             data = next(self._ahead, b"")
             self._ahead_next += 1
-        elif index == self._next_frame:
-            data = self._next_streamed()
-        elif self._workers and index == self._cached_index + 1:
+        elif index == 0 and self._next_frame == 0:
+            data = self._start_streaming()
+        elif index == self._cached_index + 1:
             data = self._start_ahead(index)
         else:
             self._stop_ahead()
@@ -322,16 +331,16 @@ class DecompressingReader(BlockReader):
         self._cached_index, self._cached = index, memoryview(data)
         return self._cached
 
-    def _frame(self, index: int, data: bytes) -> bytes:
-        """Decode frame ``index`` whose stored bytes are ``data`` (any thread)."""
-        assert self._table is not None, "internal error: frame read without a table"
+    def _frame(self, item: tuple[int, bytes, int]) -> bytes:
+        """Decode ``(index, stored bytes, expected size)`` of one frame (any thread)."""
+        index, data, expected = item
         return decompress_frame(
             data,
             file_name=self._file_name,
             index=index,
             frame_size=self.block_size,
             checksums=self._descriptor.checksums,
-            expected=self._table[index].decompressed,
+            expected=expected,
         )
 
     def _stored_frame(self, index: int) -> bytes:
@@ -345,9 +354,12 @@ class DecompressingReader(BlockReader):
         return data
 
     def _random(self, index: int) -> bytes:
-        if index >= len(self._load_table()):
+        table = self._load_table()
+        if index >= len(table):
             return b""
-        return self._frame(index, self._stored_frame(index))
+        return self._frame(
+            (index, self._stored_frame(index), table[index].decompressed)
+        )
 
     def _start_ahead(self, index: int) -> bytes:
         """Decode from ``index`` on with the workers, a window of frames ahead."""
@@ -356,15 +368,24 @@ class DecompressingReader(BlockReader):
         if index >= count:
             return b""
 
-        def stored() -> Iterator[tuple[int, bytes]]:
-            for frame in range(index, count):
-                yield frame, self._stored_frame(frame)
+        table = self._table or []
 
-        self._ahead = ordered_map(
-            lambda item: self._frame(*item), stored(), workers=self._workers
-        )
+        def stored() -> Iterator[tuple[int, bytes, int]]:
+            for frame in range(index, count):
+                yield frame, self._stored_frame(frame), table[frame].decompressed
+
+        self._ahead = ordered_map(self._frame, stored(), workers=self._workers)
         self._ahead_next = index + 1
         return next(self._ahead)
+
+    def _start_streaming(self) -> bytes:
+        """Decode from the first frame on, walking the stream (no table needed)."""
+        self._stop_ahead()
+        self._ahead = ordered_map(
+            self._frame, self._walk_frames(), workers=self._workers
+        )
+        self._ahead_next = 1
+        return next(self._ahead, b"")
 
     def _stop_ahead(self) -> None:
         if self._ahead is not None:
@@ -374,28 +395,75 @@ class DecompressingReader(BlockReader):
 
     # -- streaming, without the seek table -------------------------------------
 
-    def _next_streamed(self) -> bytes:
-        """Decode the next frame in stream order, or verify the table at the end."""
-        index = self._next_frame
-        head = self._pull(len(lsz1.ZSTD_FRAME_MAGIC))
-        if head != lsz1.ZSTD_FRAME_MAGIC:
-            self._verify_streamed_end(head)
-            return b""
-        plain, consumed = self._decompress_streamed(index, head)
-        self._seen.append(lsz1.FrameEntry(consumed, len(plain)))
-        self._seen_total += len(plain)
-        self._check_total(self._seen_total)
-        self._stream_offset += consumed
-        self._next_frame += 1
-        if len(plain) < self.block_size:
-            # A short frame ends the data: verify the seek table and the end of the
-            # stream before releasing it, or a cut or spliced stream would read as
-            # a shorter, valid one.
-            self._verify_streamed_end(self._pull(len(lsz1.ZSTD_FRAME_MAGIC)))
-        return plain
+    def _walk_frames(self) -> Iterator[tuple[int, bytes, int]]:
+        """Yield each frame in stream order, then verify the table and the end."""
+        limit = self.block_size
+        while True:
+            head = self._pull(len(lsz1.ZSTD_FRAME_MAGIC))
+            if head != lsz1.ZSTD_FRAME_MAGIC:
+                self._verify_streamed_end(head)
+                return
+            index = self._next_frame
+            data, declared = self._walk_frame(index, head)
+            self._seen.append(lsz1.FrameEntry(len(data), declared))
+            self._seen_total += declared
+            self._check_total(self._seen_total)
+            self._stream_offset += len(data)
+            self._next_frame += 1
+            if declared < limit:
+                # A short frame ends the data: verify the seek table and the end of
+                # the stream before releasing it, or a cut or spliced stream would
+                # read as a shorter, valid one.
+                self._verify_streamed_end(self._pull(len(lsz1.ZSTD_FRAME_MAGIC)))
+                yield index, data, declared
+                return
+            yield index, data, declared
+
+    def _walk_frame(self, index: int, magic: bytes) -> tuple[bytes, int]:
+        """Return the stored bytes of the frame starting with ``magic``, and the
+        content size it declares, by walking its block headers (RFC 8878 3.1.1)."""
+        name = self._file_name
+        head = magic + self._pull(lsz1.MAX_FRAME_HEADER - len(magic))
+        declared = check_frame_header(
+            head,
+            file_name=name,
+            index=index,
+            frame_size=self.block_size,
+            checksums=self._descriptor.checksums,
+        )
+        header_size = zstd.frame_header_size(head)
+        self._carry = head[header_size:] + self._carry
+        parts = [head[:header_size]]
+        size = header_size
+        limit = lsz1.max_frame_bytes(self.block_size)
+        last = False
+        while not last:
+            block = self._pull(3)
+            if len(block) < 3:
+                raise ContainerError(f"{name!r} ends inside frame {index}.")
+            value = int.from_bytes(block, "little")
+            last, kind, length = bool(value & 1), (value >> 1) & 3, value >> 3
+            if kind == 3:
+                raise ContainerError(f"{name!r}: frame {index} has a reserved block.")
+            content = 1 if kind == 1 else length  # an RLE block stores one byte
+            size += 3 + content
+            if size > limit:
+                raise DecompressionLimitError(
+                    f"{name!r}: frame {index} is larger than any writer makes."
+                )
+            body = self._pull(content)
+            if len(body) < content:
+                raise ContainerError(f"{name!r} ends inside frame {index}.")
+            parts += [block, body]
+        if self._descriptor.checksums:
+            checksum = self._pull(4)
+            if len(checksum) < 4:
+                raise ContainerError(f"{name!r} ends inside frame {index}.")
+            parts.append(checksum)
+        return b"".join(parts), declared
 
     def _verify_streamed_end(self, head: bytes) -> None:
-        """Check the seek table against the frames just decoded, then EOF."""
+        """Check the seek table against the frames walked, then EOF."""
         name = self._file_name
         count = len(self._seen)
         if head == lsz1.ZSTD_FRAME_MAGIC:
@@ -428,48 +496,6 @@ class DecompressingReader(BlockReader):
         if len(data) < count:
             data += read_exactly(self._source, count - len(data))
         return data
-
-    def _decompress_streamed(self, index: int, magic: bytes) -> tuple[bytes, int]:
-        """Decompress the frame that starts with ``magic``; return it and its length.
-
-        The frame's end is found by decoding, so bytes read past it are carried
-        over to whatever follows.
-        """
-        name = self._file_name
-        head = magic + self._pull(lsz1.MAX_FRAME_HEADER - len(magic))
-        declared = check_frame_header(
-            head,
-            file_name=name,
-            index=index,
-            frame_size=self.block_size,
-            checksums=self._descriptor.checksums,
-        )
-        decoder = _decompressor(self.block_size).decompressobj()
-        output: list[bytes] = []
-        consumed, chunk = 0, head
-        limit = lsz1.max_frame_bytes(self.block_size)
-        try:
-            while chunk and not decoder.eof:
-                consumed += len(chunk)
-                if consumed > limit + _READ_CHUNK:
-                    raise DecompressionLimitError(
-                        f"{name!r}: frame {index} is larger than any writer makes."
-                    )
-                output.append(decoder.decompress(chunk))
-                if not decoder.eof:
-                    chunk = self._pull(_READ_CHUNK)
-        except zstd.ZstdError as exc:
-            raise ContainerError(
-                f"{name!r}: frame {index} is corrupt ({exc})."
-            ) from exc
-        if not decoder.eof:
-            raise ContainerError(f"{name!r} ends inside frame {index}.")
-        rest = decoder.unused_data
-        self._carry = rest + self._carry  # read past the frame, still unconsumed
-        plain = b"".join(output)
-        if len(plain) != declared:
-            raise ContainerError(f"{name!r}: frame {index} does not match its size.")
-        return plain, consumed - len(rest)
 
 
 def check_frame_header(

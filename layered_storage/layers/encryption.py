@@ -26,7 +26,13 @@ from layered_storage.exceptions import (
 )
 from layered_storage.format import lse1
 from layered_storage.keys import Key, Keyring, load_keyring
-from layered_storage.layers.base import PAYLOAD_LSE1, FileContext, Layer, ReadPolicy
+from layered_storage.layers.base import (
+    PAYLOAD_LSE1,
+    PAYLOAD_RAW,
+    FileContext,
+    Layer,
+    ReadPolicy,
+)
 from layered_storage.streams import BlockReader, ProducerStream, fill_from, read_exactly
 
 
@@ -205,10 +211,11 @@ class DecryptingReader(BlockReader):
         self._segments, self._size = lse1.plaintext_layout(
             stored, header.size, self.block_size, file_name=name
         )
-        if policy.max_file_size is not None and self._size > policy.max_file_size:
+        limit = policy.max_file_size
+        if limit is not None and self.payload == PAYLOAD_RAW and self._size > limit:
             raise PolicyError(
                 f"{name!r} holds {self._size} bytes, over this storage's limit of "
-                f"{policy.max_file_size}."
+                f"{limit}."
             )
         self._sealed = bytearray(self.block_size + lse1.TAG_SIZE)
         self._plain = bytearray(self.block_size)
@@ -247,9 +254,9 @@ class DecryptingReader(BlockReader):
             cipher.decrypt_into(nonce, sealed, lse1.final_flag(final), plain)
         except InvalidTag:
             cause = (
-                "the file was truncated or extended, or its last bytes changed"
+                "its bytes changed after writing, or it was truncated or extended"
                 if final
-                else "the bytes changed after writing, or segments were moved"
+                else "its bytes changed after writing, or segments were moved"
             )
             raise SegmentAuthenticationError(
                 f"{self._file_name!r} failed authentication at segment {index} of "
