@@ -18,6 +18,7 @@ from layered_storage.exceptions import (
     UnknownKeyError,
     UnsupportedFormatError,
 )
+from layered_storage.storage import LayeredStorage
 
 __version__ = "0.1.0.dev0"
 
@@ -38,13 +39,3 @@ __all__ = [
     "UnsupportedFormatError",
     "__version__",
 ]
-
-
-def __getattr__(name: str) -> object:
-    # Imported lazily so that importing the package never touches Django's
-    # storage machinery (settings may not be configured yet).
-    if name == "LayeredStorage":
-        from layered_storage.storage import LayeredStorage
-
-        return LayeredStorage
-    raise AttributeError(f"module 'layered_storage' has no attribute {name!r}")

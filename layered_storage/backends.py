@@ -10,13 +10,13 @@ from the file name and buffers up to 80 MiB for a non-seekable stream.
 from __future__ import annotations
 
 import io
-from typing import BinaryIO
+from typing import Any
 
 from django.core.files.base import File
 from django.core.files.storage import Storage
 
 from layered_storage.exceptions import ConfigurationError
-from layered_storage.streams import ProducerStream
+from layered_storage.streams import ByteStream, ProducerStream
 
 #: The content type stored objects carry: the stored bytes are not the plaintext.
 #: Not application/octet-stream, which some servers (SeaweedFS) treat as "unknown"
@@ -24,7 +24,7 @@ from layered_storage.streams import ProducerStream
 STORED_CONTENT_TYPE = "application/x-layered-storage"
 
 
-def open_stored(inner: Storage, name: str) -> BinaryIO:
+def open_stored(inner: Storage, name: str) -> ByteStream:
     """Return a seekable binary reader over the stored bytes of ``name``.
 
     Raises:
@@ -37,7 +37,7 @@ def open_stored(inner: Storage, name: str) -> BinaryIO:
         return S3Reader.open(inner, name)
     # Keep Django's File wrapper: closing it is what the backend expects (closing
     # InMemoryStorage's underlying buffer instead would destroy the stored bytes).
-    stored: BinaryIO = inner.open(name, "rb")
+    stored: Any = inner.open(name, "rb")
     underlying = getattr(stored, "file", stored)
     if not stored.seekable() or isinstance(underlying, io.TextIOBase):
         stored.close()
@@ -47,7 +47,8 @@ def open_stored(inner: Storage, name: str) -> BinaryIO:
             "header and tail.",
             check_id="layered_storage.E001",
         )
-    return stored
+    reader: ByteStream = stored
+    return reader
 
 
 def save_stored(inner: Storage, name: str, stream: ProducerStream) -> str:
@@ -70,10 +71,10 @@ class EncodedFile(File):  # type: ignore[type-arg]
     content_type = STORED_CONTENT_TYPE
 
     def __init__(self, stream: ProducerStream, name: str) -> None:
-        super().__init__(stream, name)
+        super().__init__(stream, name)  # type: ignore[arg-type]
 
-    @property  # type: ignore[override]
-    def size(self) -> None:
+    @property
+    def size(self) -> None:  # type: ignore[override]
         return None
 
 

@@ -84,10 +84,10 @@ def check_storage(
         ]
     except ConfigurationError as exc:
         return [_error(exc, label)]
-    messages = []
-    for step in (lambda: storage.inner, lambda: storage.pipeline):
+    messages: list[checks.CheckMessage] = []
+    for step in ("inner", "pipeline"):
         try:
-            step()
+            getattr(storage, step)
         except ConfigurationError as exc:
             messages.append(_error(exc, label))
     if messages:

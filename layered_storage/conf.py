@@ -40,9 +40,10 @@ def layered_settings() -> dict[str, Any]:
             f"LAYERED_STORAGE has unknown keys {unknown}; allowed: {sorted(DEFAULTS)}."
         )
     merged = {**DEFAULTS, **given}
-    if not isinstance(merged["NAMESPACE"], str):
+    namespace = merged["NAMESPACE"]
+    if not isinstance(namespace, str):
         raise ConfigurationError(
-            f"LAYERED_STORAGE['NAMESPACE'] must be a string, got {merged['NAMESPACE']!r}."
+            f"LAYERED_STORAGE['NAMESPACE'] must be a string, got {namespace!r}."
         )
     workers = merged["WORKERS"]
     if workers is not None and (

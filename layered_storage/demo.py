@@ -64,7 +64,7 @@ def run(limit: int) -> int:
     from django.core.files.base import ContentFile
     from django.core.files.storage import storages
 
-    from layered_storage import DecryptionError
+    from layered_storage import DecryptionError, LayeredStorage
 
     with tempfile.TemporaryDirectory(prefix="layered-demo-") as folder:
         configure(Path(folder))
@@ -74,6 +74,7 @@ def run(limit: int) -> int:
                 print(problem)
             return 1
         storage = storages["default"]
+        assert isinstance(storage, LayeredStorage)
         files = corpus(limit)
         names: dict[str, str] = {}
         original = 0
@@ -111,15 +112,15 @@ def run(limit: int) -> int:
         print(f"layered_storage demo: {len(names)} real files, stack zstd + aes-gcm")
         print(f"  stored in      {folder} (deleted afterwards)")
         print(f"  original size  {original / 1e6:10.2f} MB")
-        print(
-            f"  stored size    {stored / 1e6:10.2f} MB  ({original / stored:.2f}x smaller)"
-        )
+        ratio = original / stored
+        print(f"  stored size    {stored / 1e6:10.2f} MB  ({ratio:.2f}x smaller)")
         print(f"  save           {original / save_seconds / 1e6:10.1f} MB/s")
         print(f"  read + verify  {original / read_seconds / 1e6:10.1f} MB/s")
+        big_stored = storage.inner.size(big_name) / 1e6
         print(
-            f"  one {len(big) / 1e6:.0f} MB file: stored {storage.inner.size(big_name) / 1e6:.1f}"
-            f" MB, save {len(big) / big_save / 1e6:.0f} MB/s, "
-            f"read + verify {len(big) / big_read / 1e6:.0f} MB/s"
+            f"  one {len(big) / 1e6:.0f} MB file: stored {big_stored:.1f} MB, save "
+            f"{len(big) / big_save / 1e6:.0f} MB/s, read + verify "
+            f"{len(big) / big_read / 1e6:.0f} MB/s"
         )
         print(f"  size({victim!r}) = {storage.size(victim)} (plaintext bytes)")
         with storage.inner.open(victim) as raw:

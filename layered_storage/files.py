@@ -31,7 +31,7 @@ def check_read_mode(mode: str) -> None:
         )
 
 
-class LayeredFile(File):
+class LayeredFile(File):  # type: ignore[type-arg]
     """A decoded, read-only view of a stored file."""
 
     def __init__(
@@ -50,7 +50,7 @@ class LayeredFile(File):
             return buffered
         return io.TextIOWrapper(buffered, encoding=io.text_encoding(None))
 
-    @property  # type: ignore[override]
+    @property
     def size(self) -> int:
         """Return the plaintext length (verified against the end of the file)."""
         return self._raw.size

@@ -9,7 +9,6 @@ until the plaintext, all bounded by the ``ReadPolicy``.
 from __future__ import annotations
 
 import io
-from typing import BinaryIO
 
 from layered_storage.exceptions import FormatError, NotLayeredError, PolicyError
 from layered_storage.format import lse1, lsz1
@@ -24,7 +23,12 @@ from layered_storage.layers.base import (
 )
 from layered_storage.layers.compression import DecompressingReader
 from layered_storage.layers.encryption import AeadLayer, DecryptingReader
-from layered_storage.streams import BlockReader, ProducerStream, read_exactly
+from layered_storage.streams import (
+    BlockReader,
+    ByteStream,
+    ProducerStream,
+    read_exactly,
+)
 
 _SNIFF_SIZE = 12
 
@@ -54,7 +58,7 @@ class Pipeline:
             self._read_keyring = load_keyring(None)
         return self._read_keyring
 
-    def encode(self, source: BinaryIO, context: FileContext) -> ProducerStream:
+    def encode(self, source: ByteStream, context: FileContext) -> ProducerStream:
         """Return a reader of the stored bytes for the plaintext ``source``."""
         if not self.layers:
             raise ValueError("A pipeline needs at least one layer.")
@@ -64,7 +68,8 @@ class Pipeline:
             for index, layer in enumerate(self.layers)
             if index == last or layer.applies_to(context)
         ]
-        stream, payload = source, PAYLOAD_RAW
+        stream: ByteStream = source
+        payload = PAYLOAD_RAW
         for index, layer in enumerate(active):
             stream = layer.encode(
                 stream, context, payload=payload, outermost=index == len(active) - 1
@@ -73,7 +78,7 @@ class Pipeline:
         assert isinstance(stream, ProducerStream), "internal error: layer output shape"
         return stream
 
-    def decode(self, stored: BinaryIO, context: FileContext) -> BlockReader:
+    def decode(self, stored: ByteStream, context: FileContext) -> BlockReader:
         """Return a seekable reader of the plaintext stored in ``stored``.
 
         ``stored`` must be seekable; the reader owns it and closes it.
@@ -98,7 +103,7 @@ class Pipeline:
                 "or is not a layered file. To read such plaintext files during a "
                 "migration, set OPTIONS['allow_plaintext'] = True."
             )
-        stream: BinaryIO = stored
+        stream: ByteStream = stored
         seen: set[int] = set()
         while payload != PAYLOAD_RAW:
             if payload in seen:  # each format once: no nesting games
@@ -128,7 +133,7 @@ class PlainReader(BlockReader):
 
     block_size = 1024 * 1024
 
-    def __init__(self, source: BinaryIO) -> None:
+    def __init__(self, source: ByteStream) -> None:
         super().__init__(source)
         self._size = source.seek(0, io.SEEK_END)
         source.seek(0)
@@ -140,7 +145,7 @@ class PlainReader(BlockReader):
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         if self._source.tell() != self._position:
             self._source.seek(self._position)
-        count: int = self._source.readinto(buffer)  # type: ignore[attr-defined]
+        count: int = self._source.readinto(buffer)  # type: ignore[union-attr]
         self._position += count
         return count
 

@@ -48,7 +48,7 @@ def upload(storage: S3Storage, name: str, stream: ProducerStream) -> str:
     storage.bucket.Object(key).upload_fileobj(
         stream, ExtraArgs=parameters, Config=bounded_transfer_config(storage)
     )
-    return cleaned
+    return str(cleaned)
 
 
 def bounded_transfer_config(storage: S3Storage) -> Any:

@@ -289,7 +289,7 @@ class LayeredStorage(Storage):
             return super().get_available_name(name, max_length=max_length)
         return self.inner.get_available_name(name, max_length=max_length)
 
-    def generate_filename(self, filename: str) -> str:
+    def generate_filename(self, filename: Any) -> str:
         if _overrides(self, "get_valid_name"):
             return super().generate_filename(filename)
         return self.inner.generate_filename(filename)

@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import io
 from abc import abstractmethod
-from typing import BinaryIO
+from typing import BinaryIO, TypeAlias
+
+#: Anything the layers read bytes from: a caller's file, Django's ``File`` wrappers'
+#: underlying objects, or another layer's stream.
+ByteStream: TypeAlias = BinaryIO | io.RawIOBase | io.BufferedIOBase
 
 
-def read_exactly(source: BinaryIO, size: int) -> bytes:
+def read_exactly(source: ByteStream, size: int) -> bytes:
     """Return ``size`` bytes from ``source``, fewer only at EOF."""
     parts: list[bytes] = []
     missing = size
@@ -31,7 +35,7 @@ def read_exactly(source: BinaryIO, size: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def fill_from(source: BinaryIO, buffer: bytearray | memoryview) -> int:
+def fill_from(source: ByteStream, buffer: bytearray | memoryview) -> int:
     """Fill ``buffer`` from ``source``; return the count, smaller only at EOF."""
     view = memoryview(buffer).cast("B")
     filled = 0
@@ -123,7 +127,7 @@ class BlockReader(io.RawIOBase):
 
     block_size: int
 
-    def __init__(self, source: BinaryIO) -> None:
+    def __init__(self, source: ByteStream) -> None:
         super().__init__()
         self._source = source
         self._position = 0

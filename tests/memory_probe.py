@@ -13,6 +13,7 @@ import os
 import random
 import sys
 from pathlib import Path
+from typing import Any
 
 import django
 
@@ -51,15 +52,22 @@ class GeneratedStream(io.RawIOBase):
         return count
 
 
+def generated_file(size: int, name: str) -> Any:
+    """Return a Django ``File`` over a ``GeneratedStream`` of ``size`` bytes."""
+    from django.core.files.base import File
+
+    return File(GeneratedStream(size), name)  # type: ignore[arg-type]
+
+
 def main(action: str, size_mib: int, inner: str, root: str, layers: str) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
     django.setup()
     from django.conf import settings
-    from django.core.files.base import File
     from django.test.utils import override_settings
 
     from layered_storage import LayeredStorage
 
+    config: dict[str, Any]
     if inner == "filesystem":
         config = {
             "BACKEND": "django.core.files.storage.FileSystemStorage",
@@ -78,7 +86,7 @@ def main(action: str, size_mib: int, inner: str, root: str, layers: str) -> None
     size = size_mib * CHUNK
     before = peak_rss()
     if action == "save":
-        name = storage.save("probe.bin", File(GeneratedStream(size), "probe.bin"))
+        name = storage.save("probe.bin", generated_file(size, "probe.bin"))
         assert name == "probe.bin", name
     else:
         total = 0

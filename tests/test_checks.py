@@ -15,11 +15,15 @@ FS = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
 
 def run(settings: Any, **storages: dict[str, Any]) -> list[checks.CheckMessage]:
     settings.STORAGES = {"default": FS, **storages}
-    return [m for m in check_layered_storages() if m.id.startswith("layered_storage")]
+    return [
+        m
+        for m in check_layered_storages()
+        if (m.id or "").startswith("layered_storage")
+    ]
 
 
 def ids(messages: list[checks.CheckMessage]) -> list[str]:
-    return [message.id for message in messages]
+    return [message.id or "" for message in messages]
 
 
 def test_good_configuration_is_silent(settings: Any) -> None:

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.files.base import File
 
 from layered_storage import LayeredStorage
-from tests.memory_probe import CHUNK, GeneratedStream
+from tests.memory_probe import CHUNK, generated_file
 
 MIB = 1024 * 1024
 
@@ -23,7 +22,7 @@ def test_python_allocations_stay_flat_for_64_mib(fs_storage: LayeredStorage) -> 
     size = 64 * MIB
     tracemalloc.start()
     try:
-        name = fs_storage.save("flat.bin", File(GeneratedStream(size), "flat.bin"))
+        name = fs_storage.save("flat.bin", generated_file(size, "flat.bin"))
         _, save_peak = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
         total = 0

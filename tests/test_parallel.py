@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+import zstandard as zstd
 from django.core.files.base import ContentFile
 
 from layered_storage import LayeredStorage
@@ -141,7 +142,8 @@ class BrokenCompressor:
         BrokenCompressor.calls += 1
         if BrokenCompressor.calls == 3:
             raise MemoryError("worker ran out of memory")
-        return compression.zstd.ZstdCompressor(write_content_size=True).compress(data)
+        frame: bytes = zstd.ZstdCompressor(write_content_size=True).compress(data)
+        return frame
 
 
 def test_worker_failure_aborts_the_save_and_leaves_no_file(

@@ -1,4 +1,4 @@
-"""Over S3 (a real SeaweedFS server): streaming both ways, few requests, clean failures."""
+"""Over S3 (a real SeaweedFS server): streaming both ways, few requests, no litter."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from django.core.files.base import ContentFile, File
 from layered_storage import LayeredStorage
 from layered_storage.s3 import S3Reader
 from tests.conftest import make_storage
-from tests.memory_probe import GeneratedStream
+from tests.memory_probe import GeneratedStream, generated_file
 from tests.test_storage import FailingContent
 from tests.utils import read_in_steps, sample
 
@@ -47,7 +47,8 @@ def traffic(
     s3_storage: LayeredStorage, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Traffic]:
     seen = Traffic()
-    events = s3_storage.inner.connection.meta.client.meta.events
+    inner: Any = s3_storage.inner
+    events = inner.connection.meta.client.meta.events
     events.register("before-parameter-build.s3.GetObject", seen.before)
     opener = S3Reader.open
 
@@ -62,7 +63,7 @@ def traffic(
 
 
 def stored_object(storage: LayeredStorage, name: str) -> dict[str, Any]:
-    inner = storage.inner
+    inner: Any = storage.inner
     client = inner.connection.meta.client
     key = inner._normalize_name(name)
     return dict(client.head_object(Bucket=inner.bucket_name, Key=key))
@@ -94,16 +95,17 @@ def test_failed_upload_leaves_no_object_and_no_parts(
     with pytest.raises(ConnectionResetError):
         s3_storage.save("broken.bin", FailingContent(20 * MIB))
     assert not s3_storage.exists("broken.bin")
-    client = s3_storage.inner.connection.meta.client
-    uploads = client.list_multipart_uploads(Bucket=s3_storage.inner.bucket_name)
-    prefix = s3_storage.inner.location
+    inner: Any = s3_storage.inner
+    client = inner.connection.meta.client
+    uploads = client.list_multipart_uploads(Bucket=inner.bucket_name)
+    prefix = inner.location
     assert [u for u in uploads.get("Uploads", []) if u["Key"].startswith(prefix)] == []
 
 
 def test_open_reads_the_first_bytes_without_downloading(
     s3_storage: LayeredStorage, traffic: Traffic
 ) -> None:
-    name = s3_storage.save("stream.bin", File(GeneratedStream(24 * MIB), "stream.bin"))
+    name = s3_storage.save("stream.bin", generated_file(24 * MIB, "stream.bin"))
     with s3_storage.open(name) as opened:
         first = opened.read(100)
     assert len(first) == 100
@@ -126,7 +128,7 @@ def test_sequential_read_streams_on_few_requests(
 def test_size_fetches_head_and_tail_only(
     s3_storage: LayeredStorage, traffic: Traffic
 ) -> None:
-    name = s3_storage.save("sized.bin", File(GeneratedStream(24 * MIB), "sized.bin"))
+    name = s3_storage.save("sized.bin", generated_file(24 * MIB, "sized.bin"))
     assert s3_storage.size(name) == 24 * MIB
     assert len(traffic.ranges) == 2, traffic.ranges
     assert traffic.received <= 2 * 256 * 1024
@@ -136,7 +138,7 @@ def test_random_range_takes_three_ranged_gets_including_the_open(
     s3_storage: LayeredStorage, traffic: Traffic
 ) -> None:
     size = 32 * MIB
-    name = s3_storage.save("random.bin", File(GeneratedStream(size), "random.bin"))
+    name = s3_storage.save("random.bin", generated_file(size, "random.bin"))
     expected = read_in_steps(GeneratedStream(size), MIB)
     offset = 19 * MIB + 12345
     with s3_storage.open(name) as opened:

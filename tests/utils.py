@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import random
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import Any
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage
@@ -43,7 +43,7 @@ def sample(size: int, seed: int = 0) -> bytes:
     return text + rng.randbytes(size // 2)
 
 
-def read_in_steps(stream: BinaryIO, step: int) -> bytes:
+def read_in_steps(stream: Any, step: int) -> bytes:
     """Return everything ``stream`` yields when read ``step`` bytes at a time."""
     out = io.BytesIO()
     while chunk := stream.read(step):

@@ -139,6 +139,7 @@ def parse_footer(footer: bytes, *, file_name: str, descriptor: Descriptor) -> in
         ContainerError: not a seek-table footer, or one disagreeing with the
             descriptor.
     """
+    count: int
     count, flags, magic = struct.unpack("<IBI", footer)
     if magic != SEEK_TABLE_FOOTER_MAGIC:
         raise ContainerError(f"{file_name!r} does not end with an LSZ1 seek table.")

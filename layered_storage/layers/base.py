@@ -13,11 +13,14 @@ import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.utils.module_loading import import_string
 
 from layered_storage.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from layered_storage.streams import ByteStream, ProducerStream
 
 #: What a layer's input is, as the outer layer's header records it (LSE1
 #: ``payload_type``, LSZ1 descriptor byte 15). The values never overlap.
@@ -66,8 +69,8 @@ class Layer(ABC):
 
     @abstractmethod
     def encode(
-        self, source: BinaryIO, context: FileContext, *, payload: int, outermost: bool
-    ) -> BinaryIO:
+        self, source: ByteStream, context: FileContext, *, payload: int, outermost: bool
+    ) -> ProducerStream:
         """Return a reader of the stored form of ``source``.
 
         ``payload`` says what ``source`` holds (``PAYLOAD_RAW`` or an inner layer's

@@ -14,7 +14,7 @@ import mimetypes
 import posixpath
 import threading
 from collections.abc import Iterable, Iterator
-from typing import Any, BinaryIO
+from typing import Any
 
 import zstandard as zstd
 
@@ -32,7 +32,12 @@ from layered_storage.layers.base import (
     ReadPolicy,
 )
 from layered_storage.parallel import ordered_map, worker_count
-from layered_storage.streams import BlockReader, ProducerStream, read_exactly
+from layered_storage.streams import (
+    BlockReader,
+    ByteStream,
+    ProducerStream,
+    read_exactly,
+)
 
 #: File types that are already compressed: compressing them again wastes CPU.
 DEFAULT_SKIP_EXTENSIONS = (
@@ -101,8 +106,8 @@ class ZstdLayer(Layer):
         return not any(content_type.startswith(t) for t in self.skip_content_types if t)
 
     def encode(
-        self, source: BinaryIO, context: FileContext, *, payload: int, outermost: bool
-    ) -> BinaryIO:
+        self, source: ByteStream, context: FileContext, *, payload: int, outermost: bool
+    ) -> ProducerStream:
         # Under an AEAD every byte is authenticated, so per-frame checksums would only
         # cost; outermost, they are the only integrity check. A skipped file that is
         # outermost still gets the container (it stays self-describing), framed at
@@ -129,7 +134,7 @@ class CompressingStream(ProducerStream):
 
     def __init__(
         self,
-        source: BinaryIO,
+        source: ByteStream,
         *,
         level: int,
         frame_log2: int,
@@ -228,7 +233,7 @@ class DecompressingReader(BlockReader):
 
     def __init__(
         self,
-        source: BinaryIO,
+        source: ByteStream,
         *,
         file_name: str,
         policy: ReadPolicy,

@@ -13,7 +13,7 @@ import io
 import secrets
 from dataclasses import replace
 from functools import cached_property
-from typing import Any, BinaryIO, ClassVar
+from typing import Any, ClassVar
 
 from cryptography.exceptions import InvalidTag
 
@@ -33,7 +33,13 @@ from layered_storage.layers.base import (
     Layer,
     ReadPolicy,
 )
-from layered_storage.streams import BlockReader, ProducerStream, fill_from, read_exactly
+from layered_storage.streams import (
+    BlockReader,
+    ByteStream,
+    ProducerStream,
+    fill_from,
+    read_exactly,
+)
 
 
 class AeadLayer(Layer):
@@ -64,8 +70,8 @@ class AeadLayer(Layer):
         return load_keyring(self.keys_reference)
 
     def encode(
-        self, source: BinaryIO, context: FileContext, *, payload: int, outermost: bool
-    ) -> BinaryIO:
+        self, source: ByteStream, context: FileContext, *, payload: int, outermost: bool
+    ) -> ProducerStream:
         return EncryptingStream(
             source,
             key=self.keyring.primary,
@@ -110,7 +116,7 @@ class EncryptingStream(ProducerStream):
 
     def __init__(
         self,
-        source: BinaryIO,
+        source: ByteStream,
         *,
         key: Key,
         aead_id: int,
@@ -168,7 +174,7 @@ class DecryptingReader(BlockReader):
 
     def __init__(
         self,
-        source: BinaryIO,
+        source: ByteStream,
         *,
         keyring: Keyring,
         context: FileContext,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import re
@@ -307,10 +308,8 @@ def test_mutated_files_only_raise_library_errors(
 @hsettings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_header_parser_takes_arbitrary_bytes(data: bytes) -> None:
-    try:
+    with contextlib.suppress(FormatError):
         lse1.parse_header(lse1.MAGIC + data, file_name="x")
-    except FormatError:
-        pass
 
 
 def test_error_messages_hold_no_key_or_plaintext(settings: Any) -> None:
@@ -338,7 +337,8 @@ def test_error_messages_hold_no_key_or_plaintext(settings: Any) -> None:
         assert "TOP-SECRET" not in text
         assert not any(secret in text for secret in secrets_text)
     key = Key(b"k" * 32)
-    assert "k" * 32 not in repr(key) and b"k".hex() * 32 not in repr(key)
+    assert "k" * 32 not in repr(key)
+    assert b"k".hex() * 32 not in repr(key)
 
 
 # -- test vectors: the format is pinned ---------------------------------------------

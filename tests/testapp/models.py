@@ -21,3 +21,6 @@ class Document(models.Model):
         upload_to="archive/",
         blank=True,
     )
+
+    def __str__(self) -> str:
+        return self.title

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
@@ -15,7 +15,7 @@ class Command(BaseCommand):
         "in LAYERED_STORAGE['KEYS'] to encrypt new files with it; keep the old keys "
         "after it so existing files stay readable."
     )
-    requires_system_checks: ClassVar[list[str]] = []
+    requires_system_checks: list[str] = []  # noqa: RUF012 (as BaseCommand declares it)
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
