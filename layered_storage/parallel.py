@@ -60,8 +60,10 @@ def ordered_map(
     """Yield ``function(item)`` for each item, in order, computing ahead in parallel.
 
     Items are drawn from ``items`` in the calling thread, at most ``2 * workers``
-    ahead of what was yielded. An exception in any call is raised when its result is
-    due; the calls still queued behind it are cancelled.
+    ahead of what was yielded; a finished result is yielded as soon as it is next
+    in order, so the first one is not held back until the window fills. An
+    exception in any call is raised when its result is due; the calls still queued
+    behind it are cancelled.
     """
     if workers <= 0:
         yield from map(function, items)
@@ -72,7 +74,7 @@ def ordered_map(
     try:
         for item in items:
             pending.append(pool.submit(function, item))
-            if len(pending) >= window:
+            while pending and (len(pending) >= window or pending[0].done()):
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()

@@ -103,15 +103,17 @@ def test_failed_upload_leaves_no_object_and_no_parts(
 
 
 def test_open_reads_the_first_bytes_without_downloading(
-    s3_storage: LayeredStorage, traffic: Traffic
+    s3_storage: LayeredStorage, traffic: Traffic, settings: Any
 ) -> None:
+    settings.LAYERED_STORAGE = {**settings.LAYERED_STORAGE, "WORKERS": 2}
     name = s3_storage.save("stream.bin", generated_file(24 * MIB, "stream.bin"))
     with s3_storage.open(name) as opened:
         first = opened.read(100)
     assert len(first) == 100
     # The first plaintext byte needs the whole first frame (1 MiB before
-    # compression), nothing more.
-    assert traffic.received < 2 * MIB, traffic.ranges
+    # compression); read-ahead may have fetched the rest of the window of
+    # 2 x workers frames (about 0.55 MiB stored each), never the whole 12 MiB.
+    assert traffic.received < 3 * MIB, traffic.ranges
 
 
 def test_sequential_read_streams_on_few_requests(
