@@ -1,25 +1,140 @@
-"""Management commands."""
+"""Management commands: keygen, and inspect, verify and rotate over real storages."""
 
 from __future__ import annotations
 
 import base64
 from io import StringIO
+from pathlib import Path
+from typing import Any
 
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import storages
 from django.core.management import call_command
+from django.core.management.base import CommandError
 
-from layered_storage.keys import Key
+from layered_storage import LayeredStorage
+from layered_storage.keys import Key, generate_key
+from layered_storage.maintenance import inspect, rotate
+from tests.conftest import inner_config
+from tests.utils import sample, stored_bytes, tamper
+
+
+def run(*args: str) -> tuple[str, str]:
+    out, err = StringIO(), StringIO()
+    call_command(*args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
 
 
 def test_keygen_prints_a_usable_key_with_its_id() -> None:
-    out = StringIO()
-    call_command("layered_keygen", stdout=out)
-    text, comment = out.getvalue().strip().split("  # key id ")
+    out, _ = run("layered_keygen")
+    text, comment = out.strip().split("  # key id ")
     assert Key(base64.urlsafe_b64decode(text)).label == comment
 
 
 def test_keygen_quiet_prints_only_keys() -> None:
-    out = StringIO()
-    call_command("layered_keygen", count=3, quiet=True, stdout=out)
-    keys = out.getvalue().split()
+    out, _ = run("layered_keygen", "--count", "3", "--quiet")
+    keys = out.split()
     assert len(set(keys)) == 3
     assert all(len(base64.urlsafe_b64decode(k)) == 32 for k in keys)
+
+
+@pytest.fixture
+def vault(settings: Any, tmp_path: Path, inner_kind: str) -> LayeredStorage:
+    """A layered storage registered as STORAGES['vault'], as commands find it."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "vault-inner": inner_config(inner_kind, tmp_path),
+        "vault": {
+            "BACKEND": "layered_storage.LayeredStorage",
+            "OPTIONS": {"inner": "vault-inner", "layers": ["zstd", "aes-gcm"]},
+        },
+    }
+    return reopened(settings)
+
+
+def reopened(settings: Any, keys: list[str] | None = None) -> LayeredStorage:
+    """Return STORAGES['vault'] built afresh (after a change of keys, as at start-up).
+
+    The inner storage is kept: only the layered storage is rebuilt.
+    """
+    if keys is not None:
+        settings.LAYERED_STORAGE = {"KEYS": keys}
+    inner = storages["vault-inner"]
+    settings.STORAGES = dict(settings.STORAGES)  # Django forgets built storages
+    storages._storages["vault-inner"] = inner  # type: ignore[attr-defined]
+    storage = storages["vault"]
+    assert isinstance(storage, LayeredStorage)
+    return storage
+
+
+def test_inspect_reads_headers(vault: LayeredStorage) -> None:
+    vault.save("a/b.txt", ContentFile(b"inspect me"))
+    vault.inner.save("plain.txt", ContentFile(b"legacy"))
+    out, _ = run("layered_inspect", "--storage", "vault")
+    key = vault.pipeline.keyring().primary.label
+    assert f"a/b.txt: {vault.inner.size('a/b.txt')} bytes stored" in out
+    assert f"zstd + AES-256-GCM, key {key}, bound to its name" in out
+    assert "plain.txt: 6 bytes stored, no layers (plaintext)" in out
+
+
+def test_verify_reports_the_tampered_file(vault: LayeredStorage) -> None:
+    vault.save("good.txt", ContentFile(sample(100_000)))
+    bad = vault.save("bad.txt", ContentFile(sample(100_000, 2)))
+    tamper(vault.inner, bad, lambda data: bytes(data[:-1]) + bytes([data[-1] ^ 1]))
+    with pytest.raises(CommandError, match="1 file"):
+        run("layered_verify", "--storage", "vault")
+    out, _ = run("layered_verify", "--storage", "vault", "good.txt")
+    assert "1 of 1 files verified (100000 bytes" in out
+
+
+def test_rotation_from_a_to_b(vault: LayeredStorage, settings: Any) -> None:
+    key_a, key_b = generate_key(), generate_key()
+    storage = reopened(settings, [key_a])
+    names = [
+        storage.save(f"doc{i}.bin", ContentFile(sample(200_000, i))) for i in range(3)
+    ]
+    storage = reopened(settings, [key_b, key_a])
+    out, _ = run("layered_rotate", "--storage", "vault", "--dry-run")
+    assert "3 of 3 files would be re-encrypted" in out
+    out, _ = run("layered_rotate", "--storage", "vault")
+    assert "3 of 3 files re-encrypted" in out
+    b_label = storage.pipeline.keyring().primary.label
+    assert {inspect(storage, name).key_id for name in names} == {b_label}
+    storage = reopened(settings, [key_b])
+    for i, name in enumerate(names):
+        assert storage.open(name).read() == sample(200_000, i)
+
+
+def test_rotation_reports_ids_the_keyring_lacks(
+    vault: LayeredStorage, settings: Any
+) -> None:
+    vault.save("old.bin", ContentFile(b"old"))
+    reopened(settings, [generate_key()])
+    out, err = StringIO(), StringIO()
+    with pytest.raises(CommandError, match="could not be rotated"):
+        call_command("layered_rotate", "--storage", "vault", stdout=out, stderr=err)
+    assert "is not in the keyring" in err.getvalue()
+
+
+def test_failed_rotation_puts_the_original_back(
+    vault: LayeredStorage, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = vault.save("keep.bin", ContentFile(sample(300_000)))
+    before = stored_bytes(vault.inner, name)
+    storage = reopened(settings, [generate_key(), *settings.LAYERED_STORAGE["KEYS"]])
+
+    def broken_save(*args: Any, **kwargs: Any) -> str:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(storage, "_save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        rotate(storage, name)
+    assert stored_bytes(storage.inner, name) == before
+    monkeypatch.undo()
+    assert storage.open(name).read() == sample(300_000)
+
+
+def test_commands_refuse_a_storage_that_is_not_layered() -> None:
+    with pytest.raises(CommandError, match="not a LayeredStorage"):
+        run("layered_verify", "--storage", "default")
