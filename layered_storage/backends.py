@@ -69,6 +69,7 @@ class EncodedFile(File):  # type: ignore[type-arg]
     """
 
     content_type = STORED_CONTENT_TYPE
+    DEFAULT_CHUNK_SIZE = 1024 * 1024  # FileSystemStorage writes chunk by chunk
 
     def __init__(self, stream: ProducerStream, name: str) -> None:
         super().__init__(stream, name)  # type: ignore[arg-type]

@@ -32,6 +32,7 @@ from layered_storage.streams import BlockReader, ProducerStream
 logger = logging.getLogger(__name__)
 
 _SAVE_ATTEMPTS = 3
+_CHUNK = 1024 * 1024
 
 
 @deconstructible(path="layered_storage.LayeredStorage")
@@ -325,7 +326,11 @@ class ContentReader(ProducerStream):
 
     def __init__(self, content: File) -> None:  # type: ignore[type-arg]
         super().__init__()
-        self._chunks: Iterator[bytes | str] = iter(content.chunks())
+        try:
+            chunks = content.chunks(_CHUNK)  # 64 KiB by default: too many calls
+        except TypeError:  # an override that takes no size
+            chunks = content.chunks()
+        self._chunks: Iterator[bytes | str] = iter(chunks)
 
     def _produce(self) -> bytes | None:
         chunk = next(self._chunks, None)

@@ -220,9 +220,7 @@ class KeySchedule:
             AESGCM if header.aead_id == AEAD_AES_256_GCM else ChaCha20Poly1305
         )
         self._epoch_log2 = header.epoch_log2
-        self._epoch = -1
-        self._cipher: AeadCipher | None = None
-        self._nonce_base = 0
+        self._epochs: dict[int, tuple[AeadCipher, int]] = {}
 
     def commitment(self) -> bytes:
         """Return the 32-byte commitment to key, header and context."""
@@ -235,18 +233,24 @@ class KeySchedule:
         return hmac.compare_digest(self.commitment(), commitment)
 
     def segment(self, index: int) -> tuple[AeadCipher, bytes]:
-        """Return the AEAD and the nonce that seal segment ``index``."""
+        """Return the AEAD and the nonce that seal segment ``index`` (thread-safe)."""
         epoch = index >> self._epoch_log2
-        if epoch != self._epoch or self._cipher is None:
+        keys = self._epochs.get(epoch)
+        if keys is None:
             material = _hkdf_expand(
                 self._prk,
                 _SEGMENT_LABEL + struct.pack(">Q", epoch) + self._transcript,
                 32 + 12,
             )
-            self._cipher = self._cipher_class(material[:32])
-            self._nonce_base = int.from_bytes(material[32:], "big")
-            self._epoch = epoch
-        return self._cipher, (self._nonce_base ^ index).to_bytes(12, "big")
+            keys = (
+                self._cipher_class(material[:32]),
+                int.from_bytes(material[32:], "big"),
+            )
+            if len(self._epochs) > 4:  # a reader moves through epochs; keep a few
+                self._epochs.clear()
+            self._epochs[epoch] = keys
+        cipher, nonce_base = keys
+        return cipher, (nonce_base ^ index).to_bytes(12, "big")
 
 
 def final_flag(is_final: bool) -> bytes:
