@@ -18,23 +18,35 @@ from tests.memory_probe import CHUNK, generated_file
 MIB = 1024 * 1024
 
 
-def test_python_allocations_stay_flat_for_64_mib(fs_storage: LayeredStorage) -> None:
-    size = 64 * MIB
+def python_peaks(storage: LayeredStorage, size: int) -> tuple[int, int]:
+    """Return the peak Python allocations of saving and of reading ``size`` bytes."""
     tracemalloc.start()
     try:
-        name = fs_storage.save("flat.bin", generated_file(size, "flat.bin"))
+        name = storage.save("flat.bin", generated_file(size, "flat.bin"))
         _, save_peak = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
         total = 0
-        with fs_storage.open(name) as opened:
+        with storage.open(name) as opened:
             while chunk := opened.read(CHUNK):
                 total += len(chunk)
         _, read_peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert total == size
-    assert save_peak < 12 * MIB, save_peak
-    assert read_peak < 12 * MIB, read_peak
+    storage.delete(name)
+    return save_peak, read_peak
+
+
+def test_python_allocations_do_not_grow_with_the_file(
+    fs_storage: LayeredStorage, settings: Any
+) -> None:
+    settings.LAYERED_STORAGE = {**settings.LAYERED_STORAGE, "WORKERS": 2}
+    small = python_peaks(fs_storage, 16 * MIB)
+    large = python_peaks(fs_storage, 64 * MIB)
+    for before, after in zip(small, large, strict=True):
+        assert after - before < 2 * MIB, (small, large)
+    # Each layer keeps at most 2 x workers batches of 1 MiB in flight, in and out.
+    assert max(large) < 24 * MIB, large
 
 
 def probe(action: str, size_mib: int, inner: str, root: Path, layers: str) -> int:
