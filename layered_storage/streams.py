@@ -93,23 +93,48 @@ class ProducerStream(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         filled = 0
         while filled < len(view):
-            if not self._pending:
-                if self._finished:
-                    break
-                chunk = self._produce()
-                if chunk is None:
-                    self._finished = True
-                    break
-                self._pending = memoryview(chunk).cast("B")
-                if len(self.head) < self.HEAD_SIZE:
-                    self.head += bytes(self._pending[: self.HEAD_SIZE - len(self.head)])
-                continue
+            if not self._pending and not self._pull_chunk():
+                break
             count = min(len(self._pending), len(view) - filled)
             view[filled : filled + count] = self._pending[:count]
             self._pending = self._pending[count:]
             filled += count
         self._produced += filled
         return filled
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Return up to ``size`` bytes (exactly ``size`` until the end).
+
+        Slices the produced chunks directly: one copy, where ``RawIOBase.read`` would
+        fill a scratch buffer and copy that again.
+        """
+        if size is None or size < 0:
+            return self.readall()
+        parts: list[bytes] = []
+        wanted = size
+        while wanted > 0:
+            if not self._pending and not self._pull_chunk():
+                break
+            part = bytes(self._pending[:wanted])
+            self._pending = self._pending[len(part) :]
+            parts.append(part)
+            wanted -= len(part)
+        self._produced += size - wanted
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _pull_chunk(self) -> bool:
+        """Make the next produced chunk pending; return False at the end."""
+        while not self._pending:
+            if self._finished:
+                return False
+            chunk = self._produce()
+            if chunk is None:
+                self._finished = True
+                return False
+            self._pending = memoryview(chunk).cast("B")
+            if len(self.head) < self.HEAD_SIZE:
+                self.head += bytes(self._pending[: self.HEAD_SIZE - len(self.head)])
+        return True
 
     def readall(self) -> bytes:
         chunks = []

@@ -231,3 +231,33 @@ def max_frame_bytes(frame_size: int) -> int:
     larger is hostile, and refusing it caps what a reader buffers.
     """
     return frame_size + frame_size // 128 + 1024
+
+
+RAW_BLOCK_MAX = 128 * 1024  # zstd's largest block
+
+
+def raw_frame(data: bytes | bytearray | memoryview) -> bytearray:
+    """Return a zstd frame (RFC 8878) that stores ``data`` as raw blocks, no checksum.
+
+    Writing incompressible data this way costs a copy instead of a compression
+    attempt; any zstd decoder reads it. ``data`` must not be empty.
+    """
+    size = len(data)
+    if size <= 0xFF:
+        descriptor, field = 0x20, bytes((size,))  # single segment, 1-byte size
+    elif size <= 0xFFFF + 256:
+        descriptor, field = 0x60, (size - 256).to_bytes(2, "little")
+    else:
+        descriptor, field = 0xA0, size.to_bytes(4, "little")
+    blocks = (size + RAW_BLOCK_MAX - 1) // RAW_BLOCK_MAX
+    head = ZSTD_FRAME_MAGIC + bytes((descriptor,)) + field
+    frame = bytearray(len(head) + size + 3 * blocks)
+    frame[: len(head)] = head
+    view, at = memoryview(data), len(head)
+    for start in range(0, size, RAW_BLOCK_MAX):
+        length = min(RAW_BLOCK_MAX, size - start)
+        last = start + length == size
+        frame[at : at + 3] = ((length << 3) | int(last)).to_bytes(3, "little")
+        frame[at + 3 : at + 3 + length] = view[start : start + length]
+        at += 3 + length
+    return frame

@@ -165,9 +165,14 @@ class CompressingStream(ProducerStream):
             if len(data) < size:
                 return
 
-    def _compress(self, data: bytes) -> tuple[bytes, int]:
+    def _compress(self, data: bytes) -> tuple[bytes | bytearray, int]:
         """Compress one frame; runs in a worker thread."""
-        frame: bytes = _compressor(*self._parameters).compress(data)
+        level, checksums = self._parameters
+        if not checksums and _incompressible(data):
+            # Under encryption (no checksums to compute) a frame that will not
+            # shrink is stored as raw blocks: a copy instead of a compression try.
+            return lsz1.raw_frame(data), len(data)
+        frame: bytes = _compressor(level, checksums).compress(data)
         return frame, len(data)
 
     def _produce(self) -> bytes | None:
@@ -195,6 +200,19 @@ class CompressingStream(ProducerStream):
 
 
 _local = threading.local()
+#: Bytes of each frame compressed as a sample to spot incompressible data, and the
+#: sample ratio above which the frame is stored raw.
+SAMPLE_SIZE = 16 * 1024
+RAW_THRESHOLD = 0.97
+
+
+def _incompressible(data: bytes) -> bool:
+    """Return whether a fast-level sample of ``data`` fails to shrink."""
+    sample = memoryview(data)[:SAMPLE_SIZE]
+    if len(sample) < SAMPLE_SIZE:
+        return False
+    compressed = _compressor(1, False).compress(sample)
+    return len(compressed) >= RAW_THRESHOLD * len(sample)
 
 
 def _decompressor(window: int) -> zstd.ZstdDecompressor:
