@@ -1,0 +1,221 @@
+"""The acceptance targets, each a ratio of two measurements from the same run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from benchmarks import MiB
+
+MEMORY_LIMIT = 64 * MiB
+#: The file size the memory target is about; smaller runs check their largest.
+MEMORY_TARGET_SIZE = 512 * MiB
+
+
+@dataclass
+class Check:
+    """One target: ``value`` compared with ``target`` (``>=``, or ``<`` for memory)."""
+
+    label: str
+    value: float | None
+    target: float
+    comparison: str = ">="
+    note: str = ""
+
+    @property
+    def status(self) -> str:
+        if self.value is None:
+            return "SKIP"
+        if self.comparison == ">=":
+            return "PASS" if self.value >= self.target else "FAIL"
+        return "PASS" if self.value < self.target else "FAIL"
+
+    def line(self) -> str:
+        """Return the printed form, e.g. ``PASS  label: 0.93 (target >= 0.85)``."""
+        unit = " MiB" if self.comparison == "<" else ""
+        value = "n/a" if self.value is None else f"{self.value:.2f}{unit}"
+        note = f" {self.note}" if self.note else ""
+        target = f"target {self.comparison} {self.target:g}{unit}"
+        return f"{self.status:<4}  {self.label}: {value} ({target}){note}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "status": self.status}
+
+
+#: (label, numerator, denominator, target, note); a term is (case, op, dataset).
+RATIOS: list[tuple[str, tuple[str, str, str], tuple[str, str, str], float, str]] = [
+    (
+        "zstd-only save / zstandard streaming (text)",
+        ("zstd", "save", "text"),
+        ("zstandard stream", "save", "text"),
+        0.85,
+        "",
+    ),
+    (
+        "aes-gcm read / raw AES-GCM decrypt (text)",
+        ("aes-gcm", "read", "text"),
+        ("raw aes-gcm", "read", "text"),
+        0.80,
+        "",
+    ),
+    (
+        "aes-gcm save / raw AES-GCM encrypt (text)",
+        ("aes-gcm", "save", "text"),
+        ("raw aes-gcm", "save", "text"),
+        0.80,
+        "",
+    ),
+    (
+        "zstd+aes-gcm save / zstd-only save (text)",
+        ("zstd+aes-gcm", "save", "text"),
+        ("zstd", "save", "text"),
+        0.85,
+        "",
+    ),
+    (
+        "zstd+aes-gcm read / zstd-only read (text)",
+        ("zstd+aes-gcm", "read", "text"),
+        ("zstd", "read", "text"),
+        0.85,
+        "",
+    ),
+    (
+        "zstd+aes-gcm save (text) / raw single-thread ceiling",
+        ("zstd+aes-gcm", "save", "text"),
+        ("raw zstd+aes-gcm", "save", "text"),
+        1.6,
+        "[target once the parallel pipeline lands]",
+    ),
+    (
+        "zstd+aes-gcm read (text) / raw single-thread read ceiling",
+        ("zstd+aes-gcm", "read", "text"),
+        ("raw zstd+aes-gcm", "read", "text"),
+        1.3,
+        "[target once the parallel pipeline lands]",
+    ),
+    (
+        "zstd+aes-gcm save (random) / plain copy",
+        ("zstd+aes-gcm", "save", "random"),
+        ("plain copy", "save", "random"),
+        0.6,
+        "",
+    ),
+    (
+        "zstd+aes-gcm vs pzip, save (text)",
+        ("zstd+aes-gcm", "save", "text"),
+        ("pzip", "save", "text"),
+        5.0,
+        "",
+    ),
+    (
+        "zstd+aes-gcm vs pzip, read (text)",
+        ("zstd+aes-gcm", "read", "text"),
+        ("pzip", "read", "text"),
+        1.0,
+        "",
+    ),
+]
+
+#: Ratios printed for information only.
+INFO: list[tuple[str, tuple[str, str, str], tuple[str, str, str]]] = [
+    (
+        "chacha20-poly1305 save / raw ChaCha20-Poly1305 encrypt (text)",
+        ("chacha20-poly1305", "save", "text"),
+        ("raw chacha20-poly1305", "save", "text"),
+    ),
+    (
+        "chacha20-poly1305 read / raw ChaCha20-Poly1305 decrypt (text)",
+        ("chacha20-poly1305", "read", "text"),
+        ("raw chacha20-poly1305", "read", "text"),
+    ),
+    (
+        "zstd-only read / zstandard streaming decompress (text)",
+        ("zstd", "read", "text"),
+        ("zstandard stream", "read", "text"),
+    ),
+    (
+        "aes-gcm save / FileSystemStorage save (random)",
+        ("aes-gcm", "save", "random"),
+        ("FileSystemStorage", "save", "random"),
+    ),
+    (
+        "aes-gcm read / FileSystemStorage read (random)",
+        ("aes-gcm", "read", "random"),
+        ("FileSystemStorage", "read", "random"),
+    ),
+    (
+        "zstd+aes-gcm save (jsonl) / raw single-thread ceiling",
+        ("zstd+aes-gcm", "save", "jsonl"),
+        ("raw zstd+aes-gcm", "save", "jsonl"),
+    ),
+]
+
+
+def _index(
+    records: Iterable[dict[str, Any]], size: int
+) -> dict[tuple[str, ...], float]:
+    return {
+        (r["name"], r["op"], r["dataset"]): r["mib_s"]
+        for r in records
+        if r["size"] == size
+    }
+
+
+def _ratio(
+    speeds: dict[tuple[str, ...], float], top: tuple[str, ...], bottom: tuple[str, ...]
+) -> float | None:
+    if top not in speeds or bottom not in speeds:
+        return None
+    return speeds[top] / speeds[bottom]
+
+
+def throughput_checks(records: list[dict[str, Any]], size: int) -> list[Check]:
+    """Return the ratio targets, measured on files of ``size`` bytes."""
+    speeds = _index(records, size)
+    return [
+        Check(label, _ratio(speeds, top, bottom), target, note=note)
+        for label, top, bottom, target, note in RATIOS
+    ]
+
+
+def info_ratios(records: list[dict[str, Any]], size: int) -> list[tuple[str, float]]:
+    """Return the informative ratios that could be computed."""
+    speeds = _index(records, size)
+    found = []
+    for label, top, bottom in INFO:
+        value = _ratio(speeds, top, bottom)
+        if value is not None:
+            found.append((label, value))
+    return found
+
+
+def memory_checks(
+    records: list[dict[str, Any]], stacks: Iterable[str], where: str = ""
+) -> list[Check]:
+    """Return the peak-RSS targets for the layered stacks (worst stack per op)."""
+    layered = [r for r in records if r["target"] in set(stacks)]
+    checks = []
+    for op in ("save", "read"):
+        mine = [r for r in layered if r["op"] == op]
+        if not mine:
+            if not where:
+                checks.append(Check(f"peak RSS growth, {op}", None, 64, "<"))
+            continue
+        at_target = [r for r in mine if r["size"] == MEMORY_TARGET_SIZE]
+        size = MEMORY_TARGET_SIZE if at_target else max(r["size"] for r in mine)
+        worst = max(
+            (r for r in mine if r["size"] == size), key=lambda r: r["growth_kib"]
+        )
+        note = "" if at_target else "[512 MiB is measured by --full]"
+        checks.append(
+            Check(
+                f"peak RSS growth{where}, {op} of {size // MiB} MiB "
+                f"(worst stack: {worst['target']})",
+                worst["growth_kib"] / 1024,
+                MEMORY_LIMIT / MiB,
+                "<",
+                note,
+            )
+        )
+    return checks
