@@ -175,7 +175,7 @@ class CompressingStream(ProducerStream):
         frame: bytes = _compressor(level, checksums).compress(data)
         return frame, len(data)
 
-    def _produce(self) -> bytes | None:
+    def _produce(self) -> bytes | bytearray | None:
         if self._state == "descriptor":
             self._state = "frames"
             return self._descriptor.to_bytes()
@@ -577,17 +577,17 @@ def decompress_frame(
             f"{file_name!r}: frame {index} declares {declared} bytes, its seek-table "
             f"entry {expected}."
         )
-    decoder = _decompressor(frame_size).decompressobj()
     try:
-        plain = decoder.decompress(data)
+        # One call (the size is declared and bounded above); extra bytes after the
+        # frame, or a frame cut short, are errors.
+        plain: bytes = _decompressor(frame_size).decompress(
+            data, allow_extra_data=False
+        )
     except zstd.ZstdError as exc:
         raise ContainerError(
-            f"{file_name!r}: frame {index} is corrupt ({exc})."
+            f"{file_name!r}: frame {index} is corrupt or does not fill its seek-table "
+            f"entry ({exc})."
         ) from exc
-    if not decoder.eof or decoder.unused_data:
-        raise ContainerError(
-            f"{file_name!r}: frame {index} does not fill its seek-table entry."
-        )
     if len(plain) != declared:
         raise ContainerError(f"{file_name!r}: frame {index} does not match its size.")
     return plain
