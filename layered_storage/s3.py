@@ -12,7 +12,6 @@ buffered and without a Content-Type or Content-Encoding guessed from the name.
 from __future__ import annotations
 
 import copy
-import io
 import re
 from typing import Any
 
@@ -21,7 +20,7 @@ from storages.backends.s3 import S3Storage
 from storages.utils import clean_name
 
 from layered_storage.backends import STORED_CONTENT_TYPE
-from layered_storage.streams import ProducerStream
+from layered_storage.streams import ProducerStream, SeekableReader
 
 HEAD_FETCH = 256 * 1024
 TAIL_FETCH = 256 * 1024
@@ -60,7 +59,7 @@ def bounded_transfer_config(storage: S3Storage) -> Any:
     return bounded
 
 
-class S3Reader(io.RawIOBase):
+class S3Reader(SeekableReader):
     """A seekable reader over one S3 object, fetching only what is read."""
 
     def __init__(
@@ -70,7 +69,6 @@ class S3Reader(io.RawIOBase):
         self._client = client
         self._request = request
         self._size = size
-        self._position = 0
         self._buffer = head
         self._buffer_start = 0
         self._body: Any = None
@@ -110,24 +108,9 @@ class S3Reader(io.RawIOBase):
         size = _total_size(response, len(head))
         return cls(client, request, size, head)
 
-    # -- io.RawIOBase --------------------------------------------------------------
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}
-        target = base[whence] + offset
-        if target < 0:
-            raise ValueError(f"negative seek position {target}")
-        self._position = target
-        return target
+    @property
+    def size(self) -> int:
+        return self._size
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         view = memoryview(buffer).cast("B")

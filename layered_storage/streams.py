@@ -143,37 +143,17 @@ class ProducerStream(io.RawIOBase):
         return b"".join(chunks)
 
 
-class BlockReader(io.RawIOBase):
-    """A seekable reader over plaintext stored as fixed-size blocks.
+class SeekableReader(io.RawIOBase):
+    """A readable, seekable stream of known ``size``: seeking only moves a position."""
 
-    Subclasses give ``block_size``, ``size`` and ``_block(index)``; this class maps
-    offsets to blocks, so ``seek`` is free and a read decodes only what it touches.
-    """
-
-    block_size: int
-
-    def __init__(self, source: ByteStream) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self._source = source
         self._position = 0
-
-    def close(self) -> None:
-        # A decoder owns the stored stream it reads: closing one closes the chain.
-        if not self.closed:
-            super().close()
-            self._source.close()
 
     @property
     @abstractmethod
     def size(self) -> int:
-        """Return the plaintext length (verifying whatever that requires)."""
-
-    @abstractmethod
-    def _block(self, index: int) -> memoryview:
-        """Return the plaintext of block ``index``, empty past the last block.
-
-        An empty result must only come after the end of the data was verified.
-        """
+        """Return the length of the stream (verifying whatever that requires)."""
 
     def readable(self) -> bool:
         return True
@@ -197,6 +177,33 @@ class BlockReader(io.RawIOBase):
             raise ValueError(f"negative seek position {target}")
         self._position = target
         return target
+
+
+class BlockReader(SeekableReader):
+    """A seekable reader over plaintext stored as fixed-size blocks.
+
+    Subclasses give ``block_size``, ``size`` and ``_block(index)``; this class maps
+    offsets to blocks, so ``seek`` is free and a read decodes only what it touches.
+    """
+
+    block_size: int
+
+    def __init__(self, source: ByteStream) -> None:
+        super().__init__()
+        self._source = source
+
+    def close(self) -> None:
+        # A decoder owns the stored stream it reads: closing one closes the chain.
+        if not self.closed:
+            super().close()
+            self._source.close()
+
+    @abstractmethod
+    def _block(self, index: int) -> memoryview:
+        """Return the plaintext of block ``index``, empty past the last block.
+
+        An empty result must only come after the end of the data was verified.
+        """
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         if self.closed:
