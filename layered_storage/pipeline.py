@@ -44,10 +44,7 @@ class Pipeline:
     @property
     def encryption(self) -> AeadLayer | None:
         """Return the encryption layer of the stack, if any."""
-        for layer in self.layers:
-            if isinstance(layer, AeadLayer):
-                return layer
-        return None
+        return encryption_layer(self.layers)
 
     def keyring(self) -> Keyring:
         """Return the keyring that decrypts: the stack's, else the global one."""
@@ -126,6 +123,11 @@ class Pipeline:
             )
         assert isinstance(stream, BlockReader), "internal error: decoder shape"
         return stream
+
+
+def encryption_layer(layers: list[Layer]) -> AeadLayer | None:
+    """Return the encryption layer among ``layers``, if any."""
+    return next((layer for layer in layers if isinstance(layer, AeadLayer)), None)
 
 
 class PlainReader(BlockReader):

@@ -27,8 +27,7 @@ from layered_storage.backends import open_stored, save_stored
 from layered_storage.exceptions import ConfigurationError, LayeredStorageError
 from layered_storage.files import LayeredFile, check_read_mode
 from layered_storage.layers.base import FileContext, LayerSpec, ReadPolicy, build_layers
-from layered_storage.layers.encryption import AeadLayer
-from layered_storage.pipeline import Pipeline
+from layered_storage.pipeline import Pipeline, encryption_layer
 from layered_storage.streams import BlockReader, ProducerStream
 
 logger = logging.getLogger(__name__)
@@ -79,9 +78,7 @@ class LayeredStorage(Storage):
         _check_option("allow_plaintext", allow_plaintext, (bool,))
         _check_option("require_name_binding", require_name_binding, (bool, type(None)))
         _check_option("max_file_size", max_file_size, (int, type(None)))
-        if max_file_size is not None and (
-            isinstance(max_file_size, bool) or max_file_size < 1
-        ):
+        if max_file_size is not None and max_file_size < 1:
             raise ConfigurationError(
                 f"'max_file_size' is a number of bytes above 0, got {max_file_size!r}."
             )
@@ -131,9 +128,7 @@ class LayeredStorage(Storage):
                 "'aes-gcm'].",
                 check_id="layered_storage.E004",
             )
-        encryption = next(
-            (layer for layer in layers if isinstance(layer, AeadLayer)), None
-        )
+        encryption = encryption_layer(layers)
         allow_unencrypted = (
             encryption is None
             if self._allow_unencrypted is None
@@ -222,6 +217,8 @@ class LayeredStorage(Storage):
         random salt makes that unique for encrypted files), so a file that was there
         before, or that a concurrent writer stored, is never touched.
         """
+        if not stream.head:
+            return  # nothing was produced, so nothing of this save can be stored
         try:
             if not self.inner.exists(name):
                 return
@@ -234,28 +231,21 @@ class LayeredStorage(Storage):
 
     def _open(self, name: str, mode: str = "rb") -> LayeredFile:
         check_read_mode(mode)
-        context = self.context(name)
-
-        def decode() -> BlockReader:
-            stored = open_stored(self.inner, name)
-            try:
-                return self.pipeline.decode(stored, context)
-            except BaseException:
-                stored.close()
-                raise
-
-        return LayeredFile(decode, name, mode)
+        return LayeredFile(lambda: self._decode(name), name, mode)
 
     def size(self, name: str) -> int:
         """Return the plaintext length, from the header and tail only."""
+        with self._decode(name) as decoded:
+            return decoded.size
+
+    def _decode(self, name: str) -> BlockReader:
+        """Return a reader of the plaintext of ``name``; it owns the stored file."""
         stored = open_stored(self.inner, name)
         try:
-            decoded = self.pipeline.decode(stored, self.context(name))
+            return self.pipeline.decode(stored, self.context(name))
         except BaseException:
             stored.close()
             raise
-        with decoded:
-            return decoded.size
 
     # -- delegated to the inner storage -------------------------------------------
 

@@ -371,3 +371,20 @@ def test_every_exception_is_importable_from_the_package() -> None:
         and value.__module__ == exceptions.__name__
     }
     assert tree <= set(layered_storage.__all__)
+
+
+def test_save_that_fails_before_writing_keeps_an_older_file(
+    fs_storage: LayeredStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The inner storage refuses before reading a byte: nothing of this save exists,
+    # so the file already stored under that name must stay.
+    fs_storage.save("older.txt", ContentFile(b"older"))
+
+    def refuse(name: str, content: Any, max_length: int | None = None) -> str:
+        raise PermissionError("read-only volume")
+
+    monkeypatch.setattr(fs_storage.inner, "save", refuse)
+    with pytest.raises(PermissionError):
+        fs_storage._save("older.txt", ContentFile(b"newer"))
+    monkeypatch.undo()
+    assert fs_storage.open("older.txt").read() == b"older"
