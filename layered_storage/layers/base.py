@@ -78,10 +78,6 @@ class Layer(ABC):
         reader is non-seekable and fills every read exactly.
         """
 
-    def describe(self) -> dict[str, Any]:
-        """Return the options that shape what this layer writes (no secrets)."""
-        return {}
-
 
 REGISTRY: dict[str, str] = {
     "zstd": "layered_storage.layers.compression.ZstdLayer",

@@ -14,7 +14,6 @@ import mimetypes
 import posixpath
 import threading
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 import zstandard as zstd
 
@@ -82,19 +81,22 @@ class ZstdLayer(Layer):
                 f"got {frame_log2!r}.",
                 check_id="layered_storage.E004",
             )
+        skips: dict[str, tuple[str, ...]] = {}
         for option, values in (
             ("skip_extensions", skip_extensions),
             ("skip_content_types", skip_content_types),
         ):
-            if isinstance(values, str) or not all(isinstance(v, str) for v in values):
+            listed = () if isinstance(values, str) else tuple(values)
+            if isinstance(values, str) or not all(isinstance(v, str) for v in listed):
                 raise ConfigurationError(
                     f"zstd {option} must be a list of strings, got {values!r}.",
                     check_id="layered_storage.E004",
                 )
+            skips[option] = tuple(value.lower() for value in listed)
         self.level = level
         self.frame_log2 = frame_log2
-        self.skip_extensions = tuple(ext.lower() for ext in skip_extensions)
-        self.skip_content_types = tuple(t.lower() for t in skip_content_types)
+        self.skip_extensions = skips["skip_extensions"]
+        self.skip_content_types = skips["skip_content_types"]
 
     def applies_to(self, context: FileContext) -> bool:
         extension = posixpath.splitext(context.name)[1].lower()
@@ -120,9 +122,6 @@ class ZstdLayer(Layer):
             checksums=outermost,
             payload=payload,
         )
-
-    def describe(self) -> dict[str, Any]:
-        return {"level": self.level, "frame_size": 1 << self.frame_log2}
 
 
 class CompressingStream(ProducerStream):

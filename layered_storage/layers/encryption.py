@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import replace
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from cryptography.exceptions import InvalidTag
 
@@ -85,13 +85,6 @@ class AeadLayer(Layer):
                 else None
             ),
         )
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "aead": lse1.AEAD_NAMES[self.aead_id],
-            "key_id": self.keyring.primary.label,
-            "bind_name": self.bind_name,
-        }
 
 
 class AesGcmLayer(AeadLayer):
