@@ -21,6 +21,7 @@ from layered_storage import conf
 T = TypeVar("T")
 R = TypeVar("R")
 
+_END = object()
 _lock = threading.Lock()
 _pools: dict[int, ThreadPoolExecutor] = {}
 
@@ -60,19 +61,30 @@ def ordered_map(
     """Yield ``function(item)`` for each item, in order, computing ahead in parallel.
 
     Items are drawn from ``items`` in the calling thread, at most ``2 * workers``
-    ahead of what was yielded; a finished result is yielded as soon as it is next
-    in order, so the first one is not held back until the window fills. An
-    exception in any call is raised when its result is due; the calls still queued
-    behind it are cancelled.
+    ahead of what was yielded; a finished result is yielded as soon as it is next in
+    order, so the first one is not held back until the window fills, and a single
+    item is run in the calling thread. An exception in any call is raised when its
+    result is due; the calls still queued behind it are cancelled.
     """
     if workers <= 0:
         yield from map(function, items)
         return
+    iterator = iter(items)
+    first = next(iterator, _END)
+    if first is _END:
+        return
+    second = next(iterator, _END)
+    if second is _END:  # a single item (a small file): no hand-off to a thread
+        yield function(first)  # type: ignore[arg-type]
+        return
     pool = shared_pool(workers)
     window = 2 * workers
-    pending: deque[Future[R]] = deque()
+    pending: deque[Future[R]] = deque(
+        pool.submit(function, item)  # type: ignore[arg-type]
+        for item in (first, second)
+    )
     try:
-        for item in items:
+        for item in iterator:
             pending.append(pool.submit(function, item))
             while pending and (len(pending) >= window or pending[0].done()):
                 yield pending.popleft().result()

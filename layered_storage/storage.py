@@ -326,7 +326,8 @@ class ContentReader(ProducerStream):
             with contextlib.suppress(AttributeError, io.UnsupportedOperation):
                 content.seek(0)  # as File.chunks does
             self._readinto = underlying.readinto  # type: ignore[union-attr]
-            self._buffer = bytearray(_CHUNK)
+            # Small first, so a small file does not allocate a whole chunk.
+            self._buffer = bytearray(64 * 1024)
             return
         try:
             chunks = content.chunks(_CHUNK)  # 64 KiB by default: too many calls
@@ -337,8 +338,11 @@ class ContentReader(ProducerStream):
     def _produce(self) -> bytes | memoryview | None:
         if self._readinto is not None:
             # The previous chunk was copied out before this call: the buffer is free.
-            count = self._readinto(self._buffer)
-            return memoryview(self._buffer)[:count] if count else None
+            buffer = self._buffer
+            count = self._readinto(buffer)
+            if count == len(buffer) < _CHUNK:
+                self._buffer = bytearray(_CHUNK)  # a large file: read in big chunks
+            return memoryview(buffer)[:count] if count else None
         chunk = next(self._chunks, None)
         if chunk is None:
             return None

@@ -182,3 +182,13 @@ def test_encrypted_file_reads_with_size_asked_midway(
         head = opened.read(1024 * 1024 + 7)
         assert opened.size == len(data)
         assert head + opened.read() == data
+
+
+def test_a_single_item_runs_in_the_calling_thread() -> None:
+    # A small file is one frame: handing it to a thread would only add latency.
+    def where(item: int) -> int:
+        return threading.get_ident()
+
+    assert list(ordered_map(where, [1], workers=2)) == [threading.get_ident()]
+    assert list(ordered_map(where, [], workers=2)) == []
+    assert len(list(ordered_map(where, range(6), workers=2))) == 6

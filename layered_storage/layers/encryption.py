@@ -158,19 +158,24 @@ class EncryptingStream(ProducerStream):
         return next(self._batches, None)
 
     def _read_batches(self) -> Iterator[tuple[int, bytearray, int, bool]]:
-        """Yield ``(first segment, buffer, bytes in it, holds the final segment)``."""
-        size = self._segment_size * self.BATCH
+        """Yield ``(first segment, buffer, bytes in it, holds the final segment)``.
+
+        The first batch is one segment, so a small file never allocates a whole
+        batch; the rest are ``BATCH`` segments.
+        """
+        segments = 1
         first = 0
         while True:
-            buffer = bytearray(size)
+            buffer = bytearray(self._segment_size * segments)
             count = fill_from(self._source, buffer)
             # A full buffer is sealed as non-final; the short remainder (possibly
             # empty) is the final segment, so every length has exactly one encoding.
-            final = count < size
+            final = count < len(buffer)
             yield first, buffer, count, final
             if final:
                 return
-            first += self.BATCH
+            first += segments
+            segments = self.BATCH
             if first >= lse1.MAX_SEGMENTS - self.BATCH:
                 raise ValueError("A file may hold at most 2**40 segments (64 PiB).")
 
