@@ -449,3 +449,28 @@ def test_vectors_follow_the_written_key_schedule(
         nonce = (int.from_bytes(material[32:], "big") ^ index).to_bytes(12, "big")
         recovered += cipher.decrypt(nonce, chunk, b"\x01" if final else b"\x00")
     assert recovered == plaintext
+
+
+def test_files_spanning_many_key_epochs_round_trip(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Writers change AEAD keys every 2**20 segments; with epochs of two segments the
+    # key schedule and the reader's epoch cache are exercised on a small file.
+    monkeypatch.setattr(lse1, "WRITE_EPOCH_LOG2", 1)
+    data = sample(15 * SEGMENT + 123)
+    stored = encode(data)
+    assert stored[12] == 1
+    assert decode(stored) == data
+    pipeline = Pipeline([AesGcmLayer()], ReadPolicy())
+    with pipeline.decode(io.BytesIO(stored), CONTEXT) as reader:
+        for offset in (14 * SEGMENT, 0, 9 * SEGMENT + 5, 3 * SEGMENT, 15 * SEGMENT):
+            reader.seek(offset)
+            assert reader.read(SEGMENT) == data[offset : offset + SEGMENT]
+    swapped = bytearray(stored)
+    first, third = H, H + 2 * TAGGED  # segments 0 and 2: epochs 0 and 1
+    swapped[first : first + TAGGED], swapped[third : third + TAGGED] = (
+        stored[third : third + TAGGED],
+        stored[first : first + TAGGED],
+    )
+    with pytest.raises(SegmentAuthenticationError):
+        decode(bytes(swapped))
