@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from layered_storage.maintenance import inspect, walk
-from layered_storage.management.storage_option import (
+from layered_storage.management.base import (
     add_storage_argument,
     layered_storage,
 )

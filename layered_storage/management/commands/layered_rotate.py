@@ -7,11 +7,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from layered_storage.exceptions import LayeredStorageError
 from layered_storage.maintenance import inspect, needs_rotation, rotate, walk
-from layered_storage.management.progress import Progress
-from layered_storage.management.storage_option import (
+from layered_storage.management.base import (
     add_storage_argument,
+    apply_each,
     layered_storage,
 )
 
@@ -54,16 +53,13 @@ class Command(BaseCommand):
                 f"{keyring.primary.label}."
             )
             return
-        progress = Progress("rotating", len(todo))
-        failures = 0
-        for info in todo:
-            try:
-                rotate(layered, info.name)
-            except (LayeredStorageError, FileNotFoundError) as exc:
-                failures += 1
-                self.stderr.write(f"FAILED {info.name}: {type(exc).__name__}: {exc}")
-            progress.advance()
-        progress.close()
+        failures = apply_each(
+            self,
+            "rotating",
+            todo,
+            lambda info: rotate(layered, info.name),
+            name=lambda info: info.name,
+        )
         self.stdout.write(
             f"{len(todo) - failures} of {len(infos)} files re-encrypted with key "
             f"{keyring.primary.label}."

@@ -6,11 +6,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from layered_storage.exceptions import LayeredStorageError
 from layered_storage.maintenance import verify, walk
-from layered_storage.management.progress import Progress
-from layered_storage.management.storage_option import (
+from layered_storage.management.base import (
     add_storage_argument,
+    apply_each,
     layered_storage,
 )
 
@@ -30,20 +29,13 @@ class Command(BaseCommand):
     ) -> None:
         layered = layered_storage(storage)
         targets = names or list(walk(layered))
-        progress = Progress("verifying", len(targets))
-        failures = 0
-        total = 0
-        for name in targets:
-            try:
-                total += verify(layered, name)
-            except (LayeredStorageError, FileNotFoundError) as exc:
-                failures += 1
-                self.stderr.write(f"FAILED {name}: {type(exc).__name__}: {exc}")
-            progress.advance()
-        progress.close()
+        sizes: list[int] = []
+        failures = apply_each(
+            self, "verifying", targets, lambda name: sizes.append(verify(layered, name))
+        )
         self.stdout.write(
             f"{len(targets) - failures} of {len(targets)} files verified "
-            f"({total} bytes of plaintext)."
+            f"({sum(sizes)} bytes of plaintext)."
         )
         if failures:
             raise CommandError(f"{failures} file(s) failed verification.")
