@@ -386,14 +386,12 @@ class DecompressingReader(BlockReader):
     def _start_ahead(self, index: int) -> bytes:
         """Decode from ``index`` on with the workers, a window of frames ahead."""
         self._stop_ahead()
-        count = len(self._load_table())
-        if index >= count:
+        table = self._load_table()
+        if index >= len(table):
             return b""
 
-        table = self._table or []
-
         def stored() -> Iterator[tuple[int, bytes, int]]:
-            for frame in range(index, count):
+            for frame in range(index, len(table)):
                 yield frame, self._stored_frame(frame), table[frame].decompressed
 
         self._ahead = ordered_map(self._frame, stored(), workers=self._workers)
