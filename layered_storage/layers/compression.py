@@ -257,6 +257,9 @@ class DecompressingReader(BlockReader):
         workers: int | None = None,
     ) -> None:
         super().__init__(source)
+        # Set before anything can raise: close() runs even on a half-built reader.
+        self._ahead: Iterator[bytes] | None = None
+        self._ahead_next = -1
         self._file_name = file_name
         self._policy = policy
         self._workers = worker_count() if workers is None else workers
@@ -275,8 +278,6 @@ class DecompressingReader(BlockReader):
         self._seen_total = 0
         self._table: list[lsz1.FrameEntry] | None = None
         self._offsets: list[int] = []
-        self._ahead: Iterator[bytes] | None = None
-        self._ahead_next = -1
         self._cached_index = -1
         self._cached = memoryview(b"")
 
