@@ -68,6 +68,10 @@ class TruncatedFileError(DecryptionError):
     """The stored file ends before its final segment."""
 
 
+class ObjectChangedError(LayeredStorageError):
+    """The stored object was replaced in the inner storage while it was being read."""
+
+
 class UnknownKeyError(LayeredStorageError):
     """The file was written with a key whose id is not in the keyring."""
 

@@ -20,6 +20,7 @@ from storages.backends.s3 import S3Storage
 from storages.utils import clean_name
 
 from layered_storage.backends import STORED_CONTENT_TYPE
+from layered_storage.exceptions import ObjectChangedError
 from layered_storage.streams import ProducerStream, SeekableReader
 
 HEAD_FETCH = 256 * 1024
@@ -106,6 +107,10 @@ class S3Reader(SeekableReader):
         with response["Body"] as body:
             head = body.read()
         size = _total_size(response, len(head))
+        # Later GETs must see this very version: an object replaced meanwhile fails
+        # clearly instead of mixing two versions' bytes.
+        if response.get("ETag"):
+            request["IfMatch"] = response["ETag"]
         return cls(client, request, size, head)
 
     @property
@@ -141,8 +146,9 @@ class S3Reader(SeekableReader):
         position = self._position
         skip = position - self._body_position
         if self._body is not None and 0 < skip <= SKIP_LIMIT:
-            self.received += len(self._body.read(skip))  # cheaper than a new request
-            self._body_position = position
+            skipped = len(self._body.read(skip))  # cheaper than a new request
+            self.received += skipped
+            self._body_position += skipped
         if self._body is None or self._body_position != position:
             self._drop_body()
             tail_start = max(0, self._size - TAIL_FETCH)
@@ -150,10 +156,7 @@ class S3Reader(SeekableReader):
                 self._buffer = self._get(f"bytes={tail_start}-{self._size - 1}")
                 self._buffer_start = tail_start
                 return
-            self._body = self._client.get_object(
-                Range=f"bytes={position}-", **self._request
-            )["Body"]
-            self.requests += 1
+            self._body = self._request_range(f"bytes={position}-")["Body"]
             self._body_position = position
         data = self._body.read(max(wanted, CHUNK))
         self.received += len(data)
@@ -163,12 +166,32 @@ class S3Reader(SeekableReader):
         self._body_position += len(data)
 
     def _get(self, byte_range: str) -> bytes:
-        self.requests += 1
-        response = self._client.get_object(Range=byte_range, **self._request)
+        response = self._request_range(byte_range)
         with response["Body"] as body:
             data: bytes = body.read()
         self.received += len(data)
         return data
+
+    def _request_range(self, byte_range: str) -> dict[str, Any]:
+        """Send one ranged GET of the version opened.
+
+        Raises:
+            ObjectChangedError: the object was replaced since it was opened.
+        """
+        self.requests += 1
+        try:
+            response: dict[str, Any] = self._client.get_object(
+                Range=byte_range, **self._request
+            )
+        except ClientError as error:
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 412:
+                raise ObjectChangedError(
+                    f"{self._request['Key']!r} was replaced in the bucket while it was "
+                    "being read; open it again."
+                ) from None
+            raise
+        return response
 
     def _drop_body(self) -> None:
         if self._body is not None:

@@ -153,3 +153,18 @@ def test_random_range_takes_three_ranged_gets_including_the_open(
 def test_missing_object_raises_file_not_found(s3_storage: LayeredStorage) -> None:
     with pytest.raises(FileNotFoundError):
         s3_storage.open("absent.bin")
+
+
+def test_object_replaced_while_being_read_fails_clearly(
+    settings: Any, tmp_path: Path
+) -> None:
+    from layered_storage import ObjectChangedError
+
+    storage = make_storage(settings, tmp_path, "s3", ["aes-gcm"])
+    data = random.Random(4).randbytes(2 * MIB)
+    name = storage.save("moving.bin", ContentFile(data))
+    with storage.open(name) as opened:
+        assert opened.read(10) == data[:10]  # served by the GET that opened it
+        storage.inner.save(name, ContentFile(b"a different version"))  # overwrites
+        with pytest.raises(ObjectChangedError, match="replaced"):
+            opened.read()
