@@ -16,7 +16,7 @@ from django.core.files.base import File
 from django.core.files.storage import Storage
 
 from layered_storage.exceptions import ConfigurationError
-from layered_storage.streams import ByteStream, ProducerStream
+from layered_storage.streams import ByteStream
 
 #: The content type stored objects carry: the stored bytes are not the plaintext.
 #: Not application/octet-stream, which some servers (SeaweedFS) treat as "unknown"
@@ -51,7 +51,7 @@ def open_stored(inner: Storage, name: str) -> ByteStream:
     return reader
 
 
-def save_stored(inner: Storage, name: str, stream: ProducerStream) -> str:
+def save_stored(inner: Storage, name: str, stream: ByteStream) -> str:
     """Store the encoded ``stream`` as ``name``; return the name the inner used."""
     if _is_s3(inner):
         from layered_storage.s3 import upload
@@ -71,7 +71,7 @@ class EncodedFile(File):  # type: ignore[type-arg]
     content_type = STORED_CONTENT_TYPE
     DEFAULT_CHUNK_SIZE = 1024 * 1024  # FileSystemStorage writes chunk by chunk
 
-    def __init__(self, stream: ProducerStream, name: str) -> None:
+    def __init__(self, stream: ByteStream, name: str) -> None:
         super().__init__(stream, name)  # type: ignore[arg-type]
 
     @property

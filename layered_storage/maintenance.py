@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from django.core.files.base import File
 
-from layered_storage.backends import open_stored
+from layered_storage.backends import open_stored, save_stored
 from layered_storage.exceptions import LayeredStorageError
 from layered_storage.format import lse1, lsz1
 from layered_storage.storage import LayeredStorage
@@ -117,7 +117,7 @@ def rotate(storage: LayeredStorage, name: str) -> None:
             original.seek(0)
             if inner.exists(name):
                 inner.delete(name)
-            inner.save(name, File(original, name))
+            save_stored(inner, name, original)  # the stored bytes, as they were
             raise
         if saved != name:
             raise LayeredStorageError(

@@ -21,7 +21,7 @@ from storages.utils import clean_name
 
 from layered_storage.backends import STORED_CONTENT_TYPE
 from layered_storage.exceptions import ObjectChangedError
-from layered_storage.streams import ProducerStream, SeekableReader
+from layered_storage.streams import ByteStream, SeekableReader
 
 HEAD_FETCH = 256 * 1024
 TAIL_FETCH = 256 * 1024
@@ -30,7 +30,7 @@ SKIP_LIMIT = 1024 * 1024  # read through a forward skip this short instead of a 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 
 
-def upload(storage: S3Storage, name: str, stream: ProducerStream) -> str:
+def upload(storage: S3Storage, name: str, stream: ByteStream) -> str:
     """Upload ``stream`` as ``name``; return the name, cleaned as S3Storage does.
 
     A failure part-way makes s3transfer abort the multipart upload, so neither an
