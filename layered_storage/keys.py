@@ -118,15 +118,14 @@ def parse_key(value: object, *, where: str) -> Key:
     if isinstance(value, bytes | bytearray):
         secret = bytes(value)
     elif isinstance(value, str):
-        text = value.strip()
-        try:
-            secret = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        except (binascii.Error, ValueError):
+        decoded = _decode_key_text(value)
+        if decoded is None:
             raise ConfigurationError(
                 f"{where} is not url-safe base64 text. Generate a key with "
                 "manage.py layered_keygen.",
                 check_id="layered_storage.E006",
-            ) from None
+            )
+        secret = decoded
     else:
         raise ConfigurationError(
             f"{where} must be base64 text or bytes, got {type(value).__name__}.",
@@ -166,11 +165,18 @@ def parse_keys(values: Iterable[object], *, source: str) -> Keyring:
     return Keyring(keys)
 
 
-def _looks_like_key(text: str) -> bool:
+def _decode_key_text(text: str) -> bytes | None:
+    """Return the bytes of url-safe base64 ``text`` (padding optional), or None."""
+    text = text.strip()
     try:
-        return len(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))) == KEY_SIZE
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
-        return False
+        return None
+
+
+def _looks_like_key(text: str) -> bool:
+    decoded = _decode_key_text(text)
+    return decoded is not None and len(decoded) == KEY_SIZE
 
 
 def _resolve_reference(reference: str) -> tuple[Any, str]:

@@ -43,7 +43,6 @@ COMMITMENT_SIZE = 32
 KEY_ID_SIZE = 8
 FIXED_SIZE = 18  # magic .. slots_len
 DIRECT_HEADER_SIZE = FIXED_SIZE + KEY_ID_SIZE + SALT_SIZE + COMMITMENT_SIZE  # 90
-MAX_HEADER_SIZE = 4096  # a reader fetches this much and has any valid header
 
 WRITE_SEGMENT_LOG2 = 16  # 64 KiB: measured best for AES-GCM call overhead vs latency
 SEGMENT_LOG2_RANGE = (12, 22)
