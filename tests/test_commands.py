@@ -78,6 +78,19 @@ def test_inspect_reads_headers(vault: LayeredStorage) -> None:
     assert "plain.txt: 6 bytes stored, no layers (plaintext)" in out
 
 
+def test_inspect_reports_an_unreadable_header_and_goes_on(
+    vault: LayeredStorage,
+) -> None:
+    vault.save("fine.txt", ContentFile(b"fine"))
+    broken = vault.save("broken.txt", ContentFile(b"broken"))
+    tamper(vault.inner, broken, lambda data: bytes(data[:8]) + b"\x09" + data[9:])
+    out, err = StringIO(), StringIO()
+    with pytest.raises(CommandError, match="1 file"):
+        call_command("layered_inspect", "--storage", "vault", stdout=out, stderr=err)
+    assert "fine.txt: " in out.getvalue()
+    assert "FAILED broken.txt: UnsupportedFormatError" in err.getvalue()
+
+
 def test_verify_reports_the_tampered_file(vault: LayeredStorage) -> None:
     vault.save("good.txt", ContentFile(sample(100_000)))
     bad = vault.save("bad.txt", ContentFile(sample(100_000, 2)))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from layered_storage.maintenance import inspect, walk
 from layered_storage.management.base import (
     add_storage_argument,
+    apply_each,
     layered_storage,
 )
 
@@ -27,7 +28,8 @@ class Command(BaseCommand):
         self, *args: Any, storage: str, names: list[str], **options: Any
     ) -> None:
         layered = layered_storage(storage)
-        for name in names or walk(layered):
+
+        def show(name: str) -> None:
             info = inspect(layered, name)
             layers = " + ".join(info.layers) or "no layers (plaintext)"
             details = [f"{info.stored_size} bytes stored", layers]
@@ -35,3 +37,7 @@ class Command(BaseCommand):
                 bound = "bound to its name" if info.name_bound else "not name-bound"
                 details += [f"key {info.key_id}", bound]
             self.stdout.write(f"{name}: {', '.join(details)}")
+
+        failures = apply_each(self, "inspecting", names or list(walk(layered)), show)
+        if failures:
+            raise CommandError(f"{failures} file(s) have headers that cannot be read.")
