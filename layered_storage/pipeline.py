@@ -85,10 +85,16 @@ class Pipeline:
             PolicyError: an unencrypted file where encryption is required.
             FormatError, DecryptionError, UnknownKeyError: see the layers.
         """
-        head = read_exactly(stored, _SNIFF_SIZE)
-        stored.seek(0)
         name = context.name
-        if head.startswith(lse1.MAGIC):
+        # An LSE1 object is recognised by its trailer, so that opening one reads only
+        # its end: one ranged request on S3 for header, size and seek table.
+        end = stored.seek(0, io.SEEK_END)
+        stored.seek(max(0, end - lse1.TRAILER_SIZE))
+        trailed = lse1.ends_with_trailer(read_exactly(stored, lse1.TRAILER_SIZE))
+        stored.seek(0)
+        head = b"" if trailed else read_exactly(stored, _SNIFF_SIZE)
+        stored.seek(0)
+        if trailed or head.startswith(lse1.MAGIC):  # no trailer: the reader says why
             payload = PAYLOAD_LSE1
         elif lsz1.is_lsz1(head):
             payload = PAYLOAD_LSZ1
@@ -112,7 +118,12 @@ class Pipeline:
                     stream, keyring=self.keyring(), context=context, policy=self.policy
                 )
             else:
-                reader = DecompressingReader(stream, file_name=name, policy=self.policy)
+                reader = DecompressingReader(
+                    stream,
+                    file_name=name,
+                    policy=self.policy,
+                    enclosed=PAYLOAD_LSE1 in seen,
+                )
             stream, payload = reader, reader.payload
         if self.policy.require_encryption and PAYLOAD_LSE1 not in seen:
             stream.close()

@@ -1,9 +1,11 @@
 """LSE1, the encrypted object format: header, key schedule and segment arithmetic.
 
-An LSE1 object is a header followed by AEAD segments of ``2**seg_log2`` plaintext
-bytes; the final segment is always present and always short. Every parameter a
-reader needs is in the header, which a 32-byte key commitment authenticates before
-anything is decrypted. See docs/reference/file-format.rst for the full layout.
+An LSE1 object is a header, AEAD segments of ``2**seg_log2`` plaintext bytes (the
+final one always present and always short), and a trailer: a copy of the header and
+its length. Every parameter a reader needs is in the header, which a 32-byte key
+commitment authenticates before anything is decrypted; the trailer lets a reader
+that starts from the end (one ranged request for size, seek table and header) find
+it. See docs/reference/file-format.rst for the full layout.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ COMMITMENT_SIZE = 32
 KEY_ID_SIZE = 8
 FIXED_SIZE = 18  # magic .. slots_len
 DIRECT_HEADER_SIZE = FIXED_SIZE + KEY_ID_SIZE + SALT_SIZE + COMMITMENT_SIZE  # 90
+TRAILER_LENGTH_SIZE = 2  # the trailer ends with the header length, u16 big-endian
+TRAILER_SIZE = DIRECT_HEADER_SIZE + TRAILER_LENGTH_SIZE
 
 WRITE_SEGMENT_LOG2 = 16  # 64 KiB: measured best for AES-GCM call overhead vs latency
 SEGMENT_LOG2_RANGE = (12, 22)
@@ -252,6 +256,35 @@ class KeySchedule:
         return cipher, (nonce_base ^ index).to_bytes(12, "big")
 
 
+def trailer(header: bytes) -> bytes:
+    """Return the trailer that closes an object with ``header``."""
+    return header + struct.pack(">H", len(header))
+
+
+def ends_with_trailer(tail: bytes) -> bool:
+    """Return whether ``tail`` (an object's last ``TRAILER_SIZE`` bytes or more) ends
+    with an LSE1 trailer: a direct-mode header length and the magic before it."""
+    return (
+        len(tail) >= TRAILER_SIZE
+        and tail[-TRAILER_LENGTH_SIZE:] == struct.pack(">H", DIRECT_HEADER_SIZE)
+        and tail[-TRAILER_SIZE:].startswith(MAGIC)
+    )
+
+
+def trailer_header(tail: bytes, *, file_name: str) -> bytes:
+    """Return the header copy in ``tail``, an object's last ``TRAILER_SIZE`` bytes.
+
+    Raises:
+        TruncatedFileError: no trailer there: the object was cut or extended.
+    """
+    if not ends_with_trailer(tail):
+        raise TruncatedFileError(
+            f"{file_name!r} does not end with an LSE1 trailer: it was truncated, or "
+            "bytes were appended to it."
+        )
+    return bytes(tail[-TRAILER_SIZE:-TRAILER_LENGTH_SIZE])
+
+
 def final_flag(is_final: bool) -> bytes:
     """Return the associated data that marks a segment final or not."""
     return b"\x01" if is_final else b"\x00"
@@ -260,7 +293,8 @@ def final_flag(is_final: bool) -> bytes:
 def stored_size(header_size: int, segment_size: int, plaintext_size: int) -> int:
     """Return the object length for ``plaintext_size`` bytes (the length rule)."""
     full, rest = divmod(plaintext_size, segment_size)
-    return header_size + full * (segment_size + TAG_SIZE) + rest + TAG_SIZE
+    segments = full * (segment_size + TAG_SIZE) + rest + TAG_SIZE
+    return header_size + segments + header_size + TRAILER_LENGTH_SIZE
 
 
 def plaintext_layout(
@@ -271,7 +305,7 @@ def plaintext_layout(
     Raises:
         TruncatedFileError: no length can end there, e.g. a cut at a segment boundary.
     """
-    body = stored - header_size - TAG_SIZE
+    body = stored - 2 * header_size - TRAILER_LENGTH_SIZE - TAG_SIZE
     full, rest = divmod(body, segment_size + TAG_SIZE)
     if body < 0 or rest >= segment_size:
         # Every valid object ends with a short final segment, so a length that ends

@@ -132,25 +132,63 @@ def build_seek_table(entries: list[FrameEntry], checksums: bool) -> bytes:
     )
 
 
-def parse_footer(footer: bytes, *, file_name: str, descriptor: Descriptor) -> int:
-    """Return the entry count from the last 9 bytes of an LSZ1 stream.
+def parse_footer(
+    footer: bytes, *, file_name: str, descriptor: Descriptor | None
+) -> tuple[int, bool]:
+    """Return the entry count and checksum flag from the last 9 bytes of a stream.
 
     Raises:
         ContainerError: not a seek-table footer, or one disagreeing with the
-            descriptor.
+            descriptor (when one was read).
     """
     count: int
     count, flags, magic = struct.unpack("<IBI", footer)
     if magic != SEEK_TABLE_FOOTER_MAGIC:
         raise ContainerError(f"{file_name!r} does not end with an LSZ1 seek table.")
-    if flags != (0x80 if descriptor.checksums else 0):
+    if flags not in (0, 0x80) or (
+        descriptor is not None and flags != (0x80 if descriptor.checksums else 0)
+    ):
         raise ContainerError(
             f"{file_name!r} has seek-table flags {flags:#04x} that disagree with its "
             "descriptor."
         )
     if not 1 <= count <= MAX_FRAMES:
         raise ContainerError(f"{file_name!r} claims {count} frames in its seek table.")
-    return count
+    return count, bool(flags)
+
+
+def implied_descriptor(
+    frame: bytes, *, file_name: str, checksums: bool, max_frame_log2: int
+) -> Descriptor:
+    """Return the descriptor a seek-table frame implies, for a reader that has not
+    read the stream's start: raw payload, and frames the size of the first data
+    frame (for a single frame, the smallest allowed power of two that holds it).
+
+    Raises:
+        ContainerError: a first frame whose size no writer uses.
+        UnsupportedFormatError: frames larger than this reader accepts.
+    """
+    width = entry_size(checksums)
+    count = (len(frame) - TABLE_HEADER_SIZE - FOOTER_SIZE) // width
+    low = FRAME_LOG2_RANGE[0]
+    frame_log2 = WRITE_FRAME_LOG2
+    if count >= 2:
+        (first,) = struct.unpack_from("<I", frame, TABLE_HEADER_SIZE + width + 4)
+        if count == 2:
+            frame_log2 = max(low, (first - 1).bit_length())
+        elif first & (first - 1) or first < 1 << low:
+            raise ContainerError(
+                f"{file_name!r}: its first frame holds {first} bytes, not a power of "
+                "two; the seek table is malformed."
+            )
+        else:
+            frame_log2 = first.bit_length() - 1
+    if frame_log2 > max_frame_log2:
+        raise UnsupportedFormatError(
+            f"{file_name!r} uses frames of 2**{frame_log2} bytes; this reader accepts "
+            f"2**{low} to 2**{max_frame_log2}."
+        )
+    return Descriptor(frame_log2=frame_log2, checksums=checksums)
 
 
 def table_frame_size(count: int, checksums: bool) -> int:
@@ -172,7 +210,7 @@ def parse_seek_table(
     where = repr(file_name)
     if len(frame) < TABLE_HEADER_SIZE + FOOTER_SIZE:
         raise ContainerError(f"{where} has a truncated LSZ1 seek table.")
-    count = parse_footer(
+    count, _ = parse_footer(
         frame[-FOOTER_SIZE:], file_name=file_name, descriptor=descriptor
     )
     magic, size = struct.unpack("<II", frame[:TABLE_HEADER_SIZE])

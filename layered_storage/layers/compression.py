@@ -21,6 +21,7 @@ from layered_storage.exceptions import (
     ConfigurationError,
     ContainerError,
     DecompressionLimitError,
+    FormatError,
 )
 from layered_storage.format import lsz1
 from layered_storage.layers.base import (
@@ -254,8 +255,13 @@ class DecompressingReader(BlockReader):
         *,
         file_name: str,
         policy: ReadPolicy,
+        enclosed: bool = False,
         workers: int | None = None,
     ) -> None:
+        """``enclosed``: the stream is the plaintext of an LSE1 object, so its
+        payload can only be raw, and the reader starts from the seek table at its
+        end instead of the descriptor at its start: a seek or ``size`` then needs
+        nothing from the start of the object (read and checked with frame 0)."""
         super().__init__(source)
         # Set before anything can raise: close() runs even on a half-built reader.
         self._ahead: Iterator[bytes] | None = None
@@ -263,12 +269,6 @@ class DecompressingReader(BlockReader):
         self._file_name = file_name
         self._policy = policy
         self._workers = worker_count() if workers is None else workers
-        head = read_exactly(source, lsz1.DESCRIPTOR_SIZE)
-        self._descriptor = lsz1.parse_descriptor(
-            head, file_name=file_name, max_frame_log2=policy.max_frame_log2
-        )
-        self.block_size = self._descriptor.frame_size
-        self.payload = self._descriptor.payload
         # Streaming state: the next frame in stream order, where it starts, the
         # bytes read past it, and what the frames so far looked like.
         self._next_frame = 0
@@ -280,6 +280,18 @@ class DecompressingReader(BlockReader):
         self._offsets: list[int] = []
         self._cached_index = -1
         self._cached = memoryview(b"")
+        self._descriptor_read = not enclosed
+        if enclosed:
+            table, self._descriptor = self._read_table(None)
+            self._install_table(table)
+            self._next_frame = -1  # frames are read by the table, not walked
+        else:
+            head = read_exactly(source, lsz1.DESCRIPTOR_SIZE)
+            self._descriptor = lsz1.parse_descriptor(
+                head, file_name=file_name, max_frame_log2=policy.max_frame_log2
+            )
+        self.block_size = self._descriptor.frame_size
+        self.payload = self._descriptor.payload
 
     @property
     def size(self) -> int:
@@ -298,30 +310,65 @@ class DecompressingReader(BlockReader):
         """
         if self._table is not None:
             return self._table
-        name = self._file_name
         resume = self._source.tell()
+        table, _ = self._read_table(self._descriptor)
+        self._install_table(table)
+        self._source.seek(resume)
+        return table
+
+    def _read_table(
+        self, descriptor: lsz1.Descriptor | None
+    ) -> tuple[list[lsz1.FrameEntry], lsz1.Descriptor]:
+        """Read and check the seek table at the tail, against ``descriptor`` or
+        (None) the one it implies; return the data entries and that descriptor."""
+        name = self._file_name
         end = self._source.seek(0, io.SEEK_END)
         if end < lsz1.DESCRIPTOR_SIZE + lsz1.table_frame_size(1, False):
             raise ContainerError(f"{name!r} is too short for an LSZ1 stream.")
         self._source.seek(end - lsz1.FOOTER_SIZE)
         footer = read_exactly(self._source, lsz1.FOOTER_SIZE)
-        count = lsz1.parse_footer(footer, file_name=name, descriptor=self._descriptor)
-        table_size = lsz1.table_frame_size(count, self._descriptor.checksums)
+        count, checksums = lsz1.parse_footer(
+            footer, file_name=name, descriptor=descriptor
+        )
+        table_size = lsz1.table_frame_size(count, checksums)
         table_offset = end - table_size
         if table_offset < lsz1.DESCRIPTOR_SIZE:
             raise ContainerError(f"{name!r}: the LSZ1 seek table overruns the stream.")
         self._source.seek(table_offset)
         frame = read_exactly(self._source, table_size)
+        if descriptor is None:
+            descriptor = lsz1.implied_descriptor(
+                frame,
+                file_name=name,
+                checksums=checksums,
+                max_frame_log2=self._policy.max_frame_log2,
+            )
         table = lsz1.parse_seek_table(
-            frame,
-            file_name=name,
-            descriptor=self._descriptor,
-            table_offset=table_offset,
+            frame, file_name=name, descriptor=descriptor, table_offset=table_offset
         )
+        self.payload = descriptor.payload
         self._check_total(sum(entry.decompressed for entry in table))
-        self._install_table(table)
-        self._source.seek(resume)
-        return table
+        return table, descriptor
+
+    def _check_descriptor(self, data: bytes) -> None:
+        """Check the descriptor at the start against the one the table implied."""
+        name = self._file_name
+        read = lsz1.parse_descriptor(
+            data, file_name=name, max_frame_log2=self._policy.max_frame_log2
+        )
+        if read.payload != lsz1.PAYLOAD_RAW:
+            raise FormatError(f"{name!r} nests the same layer twice.")
+        implied = self._descriptor
+        frames = len(self._table or [])
+        if read.checksums != implied.checksums or (
+            read.frame_log2 != implied.frame_log2
+            if frames > 1
+            else read.frame_log2 < implied.frame_log2
+        ):
+            raise ContainerError(
+                f"{name!r}: the LSZ1 descriptor disagrees with the seek table."
+            )
+        self._descriptor_read = True
 
     def _install_table(self, table: list[lsz1.FrameEntry]) -> None:
         self._table = table
@@ -369,11 +416,18 @@ class DecompressingReader(BlockReader):
     def _stored_frame(self, index: int) -> bytes:
         assert self._table is not None, "internal error: frame read without a table"
         entry = self._table[index]
-        if self._source.tell() != self._offsets[index]:
-            self._source.seek(self._offsets[index])
-        data = read_exactly(self._source, entry.compressed)
-        if len(data) != entry.compressed:
+        start = self._offsets[index]
+        if index == 0 and not self._descriptor_read:
+            start = 0  # the descriptor comes with the first frame: check it
+        if self._source.tell() != start:
+            self._source.seek(start)
+        size = self._offsets[index] - start + entry.compressed
+        data = read_exactly(self._source, size)
+        if len(data) != size:
             raise ContainerError(f"{self._file_name!r} ends inside frame {index}.")
+        if start != self._offsets[index]:
+            self._check_descriptor(data[: lsz1.DESCRIPTOR_SIZE])
+            data = data[lsz1.DESCRIPTOR_SIZE :]
         return data
 
     def _random(self, index: int) -> bytes:

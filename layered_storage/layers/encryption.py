@@ -107,7 +107,7 @@ AEAD_LAYERS: dict[int, type[AeadLayer]] = {
 
 
 class EncryptingStream(ProducerStream):
-    """Produce an LSE1 object from ``source``: header, then sealed segments.
+    """Produce an LSE1 object from ``source``: header, sealed segments, trailer.
 
     Segments are sealed in batches of ``BATCH`` by the shared workers (AES-GCM and
     ChaCha20-Poly1305 release the GIL), while this thread reads the next batch.
@@ -141,9 +141,11 @@ class EncryptingStream(ProducerStream):
             salt=secrets.token_bytes(lse1.SALT_SIZE) if salt is None else salt,
         )
         self._schedule = lse1.KeySchedule(key.secret, header, binding or b"")
-        self._header: bytes | None = replace(
+        header_bytes = replace(
             header, commitment=self._schedule.commitment()
         ).to_bytes()
+        self._header: bytes | None = header_bytes
+        self._trailer: bytes | None = lse1.trailer(header_bytes)
         self._segment_size = header.segment_size
         self._batches = ordered_map(
             self._seal,
@@ -155,7 +157,11 @@ class EncryptingStream(ProducerStream):
         if self._header is not None:
             header, self._header = self._header, None
             return header
-        return next(self._batches, None)
+        batch = next(self._batches, None)
+        if batch is None and self._trailer is not None:
+            trailer, self._trailer = self._trailer, None
+            return trailer
+        return batch
 
     def _read_batches(self) -> Iterator[tuple[int, bytearray, int, bool]]:
         """Yield ``(first segment, buffer, bytes in it, holds the final segment)``.
@@ -216,10 +222,19 @@ class DecryptingReader(BlockReader):
         super().__init__(source)
         name = context.name
         self._file_name = name
-        source.seek(0)
-        header = lse1.parse_header(
-            read_exactly(source, lse1.DIRECT_HEADER_SIZE), file_name=name
+        # The header is read from the trailer, so a reader starting from the end
+        # (size, seek tables) never touches the start of the object. The copy at
+        # the start must be the same; it is compared when segment 0 is read.
+        stored = source.seek(0, io.SEEK_END)
+        if stored < lse1.TRAILER_SIZE:
+            raise TruncatedFileError(
+                f"{name!r} is truncated: {stored} bytes cannot hold an LSE1 object."
+            )
+        source.seek(stored - lse1.TRAILER_SIZE)
+        self._header_bytes = lse1.trailer_header(
+            read_exactly(source, lse1.TRAILER_SIZE), file_name=name
         )
+        header = lse1.parse_header(self._header_bytes, file_name=name)
         if header.seg_log2 > policy.max_segment_log2:
             raise PolicyError(
                 f"{name!r} uses segments of 2**{header.seg_log2} bytes, over this "
@@ -246,7 +261,6 @@ class DecryptingReader(BlockReader):
         self.payload = header.payload_type
         self.block_size = header.segment_size
         self._header_size = header.size
-        stored = source.seek(0, io.SEEK_END)
         self._segments, self._size = lse1.plaintext_layout(
             stored, header.size, self.block_size, file_name=name
         )
@@ -279,7 +293,9 @@ class DecryptingReader(BlockReader):
             self._size - last * self.block_size if final else self.block_size
         ) + lse1.TAG_SIZE
         offset = self._header_size + index * (self.block_size + lse1.TAG_SIZE)
-        if self._source.tell() != offset:
+        if index == 0:
+            self._check_leading_header()
+        elif self._source.tell() != offset:
             self._source.seek(offset)
         sealed = memoryview(self._sealed)[:length]
         if fill_from(self._source, sealed) != length:
@@ -304,3 +320,18 @@ class DecryptingReader(BlockReader):
             ) from None
         self._cached_index, self._cached = index, plain
         return plain
+
+    def _check_leading_header(self) -> None:
+        """Read the header at the start (leaving the source at segment 0) and check
+        that it is the trailer's copy, whose commitment verified.
+
+        Raises:
+            HeaderAuthenticationError: the two copies differ.
+        """
+        self._source.seek(0)
+        leading = read_exactly(self._source, self._header_size)
+        if leading != self._header_bytes:
+            raise HeaderAuthenticationError(
+                f"{self._file_name!r} failed header authentication: its header "
+                "differs from the copy in its trailer, so one of them was changed."
+            )

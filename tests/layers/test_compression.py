@@ -38,18 +38,22 @@ def compress(data: bytes, **options: Any) -> bytes:
     return pipeline.encode(io.BytesIO(data), CONTEXT).read()
 
 
-def reader(stored: bytes, policy: ReadPolicy = OPEN) -> DecompressingReader:
+def reader(
+    stored: bytes, policy: ReadPolicy = OPEN, *, enclosed: bool = False
+) -> DecompressingReader:
+    """Return a reader of ``stored``, as outermost layer or as LSE1's payload."""
     return DecompressingReader(
-        io.BytesIO(stored), file_name=CONTEXT.name, policy=policy
+        io.BytesIO(stored), file_name=CONTEXT.name, policy=policy, enclosed=enclosed
     )
 
 
+@pytest.mark.parametrize("enclosed", [False, True])
 @pytest.mark.parametrize("size", [0, 1, F - 1, F, F + 1, 3 * F, 3 * F + 7])
-def test_round_trip_on_frame_edges(size: int) -> None:
+def test_round_trip_on_frame_edges(size: int, enclosed: bool) -> None:
     data = sample(size)
     stored = compress(data, frame_log2=SMALL)
-    assert reader(stored).read() == data
-    assert reader(stored).size == size
+    assert reader(stored, enclosed=enclosed).read() == data
+    assert reader(stored, enclosed=enclosed).size == size
 
 
 @hsettings(max_examples=80, deadline=None)
@@ -57,13 +61,14 @@ def test_round_trip_on_frame_edges(size: int) -> None:
     payload=st.binary(max_size=5 * F),
     step=st.integers(1, F + 3),
     offset=st.integers(0, 6 * F),
+    enclosed=st.booleans(),
 )
 def test_round_trip_in_any_steps_and_from_any_offset(
-    payload: bytes, step: int, offset: int
+    payload: bytes, step: int, offset: int, enclosed: bool
 ) -> None:
     stored = compress(payload, frame_log2=SMALL)
-    assert read_in_steps(reader(stored), step) == payload
-    seeking = reader(stored)
+    assert read_in_steps(reader(stored, enclosed=enclosed), step) == payload
+    seeking = reader(stored, enclosed=enclosed)
     seeking.seek(offset)
     assert seeking.read(step) == payload[offset : offset + step]
     assert seeking.seek(0, io.SEEK_END) == len(payload)
@@ -315,16 +320,17 @@ def test_corrupted_bare_container_fails_its_checksum() -> None:
     edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=3),
     cut=st.integers(0, 30),
     seek=st.one_of(st.none(), st.integers(0, 3 * F)),
+    enclosed=st.booleans(),
 )
 def test_mutated_containers_only_raise_format_errors(
-    size: int, edits: list[tuple[int, int]], cut: int, seek: int | None
+    size: int, edits: list[tuple[int, int]], cut: int, seek: int | None, enclosed: bool
 ) -> None:
     stored = bytearray(compress(sample(size, size), frame_log2=SMALL))
     for position, value in edits:
         stored[position % len(stored)] = value
     mutated = bytes(stored[: len(stored) - cut])
     try:
-        decoded = reader(mutated)
+        decoded = reader(mutated, enclosed=enclosed)
         if seek is not None:
             decoded.seek(seek)
         decoded.read()
@@ -345,6 +351,70 @@ def test_seek_table_parser_takes_arbitrary_bytes(data: bytes, count: int) -> Non
             )
     with contextlib.suppress(FormatError):
         lsz1.parse_descriptor(data, file_name="x", max_frame_log2=23)
+    for checksums in (False, True):
+        with contextlib.suppress(FormatError):
+            lsz1.implied_descriptor(
+                data + footer, file_name="x", checksums=checksums, max_frame_log2=23
+            )
+
+
+# -- inside LSE1: opened from the seek table -----------------------------------------
+
+
+class RecordingStream(io.BytesIO):
+    """A stream that remembers the lowest offset anything was read from."""
+
+    lowest = 1 << 62
+
+    def readinto(self, buffer: Any) -> int:
+        self.lowest = min(self.lowest, self.tell())
+        return super().readinto(buffer)
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.lowest = min(self.lowest, self.tell())
+        return super().read(size)
+
+
+def test_enclosed_reader_sizes_and_seeks_without_reading_the_start() -> None:
+    data = sample(6 * F + 5)
+    stored = compress(data, frame_log2=SMALL)
+    source = RecordingStream(stored)
+    decoded = DecompressingReader(source, file_name="x", policy=OPEN, enclosed=True)
+    assert decoded.size == len(data)
+    decoded.seek(4 * F + 3)
+    assert decoded.read(F) == data[4 * F + 3 : 5 * F + 3]
+    frame_4 = lsz1.frame_offsets(decoded._load_table())[4]
+    assert source.lowest == frame_4  # neither the descriptor nor frames 0 to 3
+
+
+@pytest.mark.parametrize(
+    "descriptor",
+    [
+        # compress() writes a bare container: frames of 2**SMALL, with checksums.
+        pytest.param(lsz1.Descriptor(SMALL, checksums=False), id="checksum flag"),
+        pytest.param(lsz1.Descriptor(SMALL + 1, checksums=True), id="frame size"),
+        pytest.param(
+            lsz1.Descriptor(SMALL, True, payload=lsz1.PAYLOAD_LSE1), id="payload"
+        ),
+    ],
+)
+def test_enclosed_reader_checks_the_descriptor_with_frame_0(
+    descriptor: lsz1.Descriptor,
+) -> None:
+    data = sample(3 * F)
+    stored = compress(data, frame_log2=SMALL)
+    forged = descriptor.to_bytes() + stored[lsz1.DESCRIPTOR_SIZE :]
+    with pytest.raises(FormatError):
+        reader(forged, enclosed=True).read()
+    decoded = reader(forged, enclosed=True)  # a read past frame 0 never needs it
+    decoded.seek(F)
+    assert decoded.read() == data[F:]
+
+
+def test_enclosed_single_frame_may_declare_a_larger_frame_size() -> None:
+    data = sample(F + 10)  # one 2**13-byte frame implies 2**13; the writer said 2**20
+    stored = compress(data)
+    assert reader(stored, enclosed=True).read() == data
 
 
 def test_encrypted_compressed_file_reads_a_range_without_decoding_the_rest(

@@ -43,6 +43,7 @@ from tests.utils import SEGMENT, SEGMENT_EDGES, sample
 AEADS = [AesGcmLayer, ChaCha20Poly1305Layer]
 TAGGED = SEGMENT + lse1.TAG_SIZE
 H = lse1.DIRECT_HEADER_SIZE
+T = lse1.TRAILER_SIZE
 CONTEXT = FileContext(name="scans/0042.pdf", namespace="media")
 
 
@@ -86,28 +87,43 @@ def test_each_write_uses_a_fresh_salt() -> None:
 # -- truncation, extension, reordering ----------------------------------------------
 
 
+def segments_of(stored: bytes) -> list[bytes]:
+    body = stored[H:-T]
+    return [body[i : i + TAGGED] for i in range(0, len(body), TAGGED)]
+
+
+def with_segments(stored: bytes, segments: list[bytes]) -> bytes:
+    """Return ``stored`` with its segments replaced, header and trailer kept."""
+    return stored[:H] + b"".join(segments) + stored[-T:]
+
+
 @pytest.mark.parametrize("segments", [1, 2, 3])
 def test_cut_at_a_segment_boundary_is_rejected_before_decrypting(segments: int) -> None:
     stored = encode(sample(3 * SEGMENT + 10))
     cut = stored[: H + segments * TAGGED]
-    with pytest.raises(TruncatedFileError, match="truncated"):
+    with pytest.raises(TruncatedFileError, match="does not end with an LSE1 trailer"):
         decode(cut)
+    # With the trailer put back, the length rule still refuses it, before any AEAD.
+    with pytest.raises(TruncatedFileError, match="final segment is missing"):
+        decode(cut + stored[-T:])
 
 
 def test_file_with_size_a_multiple_of_the_segment_cannot_lose_its_last_segment() -> (
     None
 ):
     stored = encode(sample(2 * SEGMENT))  # ends with an empty final segment
-    assert len(stored) == H + 2 * TAGGED + lse1.TAG_SIZE
+    assert len(stored) == H + 2 * TAGGED + lse1.TAG_SIZE + T
     with pytest.raises(TruncatedFileError):
-        decode(stored[: -lse1.TAG_SIZE])
+        decode(stored[: -lse1.TAG_SIZE - T] + stored[-T:])
 
 
-@pytest.mark.parametrize("cut", [1, 17, 100, TAGGED - 1, TAGGED + 5])
+@pytest.mark.parametrize("cut", [1, 17, 100, T, T + 1, TAGGED - 1, TAGGED + 5])
 def test_cut_between_boundaries_fails_authentication(cut: int) -> None:
     stored = encode(sample(3 * SEGMENT + 10))
     with pytest.raises(DecryptionError):
         decode(stored[:-cut])
+    with pytest.raises(DecryptionError):  # the attacker keeps the trailer
+        decode(stored[: -cut - T] + stored[-T:])
 
 
 @pytest.mark.parametrize("extra", [b"\x00", b"x" * 16, b"y" * TAGGED])
@@ -115,11 +131,8 @@ def test_appended_bytes_are_rejected(extra: bytes) -> None:
     stored = encode(sample(SEGMENT + 10))
     with pytest.raises(DecryptionError):
         decode(stored + extra)
-
-
-def segments_of(stored: bytes) -> list[bytes]:
-    body = stored[H:]
-    return [body[i : i + TAGGED] for i in range(0, len(body), TAGGED)]
+    with pytest.raises(DecryptionError):  # appended before the trailer
+        decode(stored[:-T] + extra + stored[-T:])
 
 
 @pytest.mark.parametrize(
@@ -133,7 +146,7 @@ def segments_of(stored: bytes) -> list[bytes]:
 )
 def test_reordered_duplicated_or_deleted_segments_are_rejected(rearrange: Any) -> None:
     stored = encode(sample(3 * SEGMENT + 10))
-    forged = stored[:H] + b"".join(rearrange(segments_of(stored)))
+    forged = with_segments(stored, rearrange(segments_of(stored)))
     with pytest.raises(DecryptionError):
         decode(forged)
 
@@ -141,7 +154,7 @@ def test_reordered_duplicated_or_deleted_segments_are_rejected(rearrange: Any) -
 def test_segment_spliced_from_another_file_is_rejected() -> None:
     # Same key, same name, same size: only the per-file salt tells them apart.
     one, two = encode(sample(2 * SEGMENT + 1, 1)), encode(sample(2 * SEGMENT + 1, 2))
-    spliced = one[:H] + segments_of(two)[0] + b"".join(segments_of(one)[1:])
+    spliced = with_segments(one, [segments_of(two)[0], *segments_of(one)[1:]])
     with pytest.raises(SegmentAuthenticationError, match="segment 0 of 3") as caught:
         decode(spliced)
     assert caught.value.segment == 0
@@ -150,7 +163,9 @@ def test_segment_spliced_from_another_file_is_rejected() -> None:
 def test_header_of_another_file_is_rejected() -> None:
     one, two = encode(sample(SEGMENT, 1)), encode(sample(SEGMENT, 2))
     with pytest.raises(DecryptionError):
-        decode(two[:H] + one[H:])
+        decode(two[:H] + one[H:-T] + two[-T:])  # both copies swapped
+    with pytest.raises(HeaderAuthenticationError, match="differs from the copy"):
+        decode(two[:H] + one[H:])  # only the leading one
 
 
 def test_no_plaintext_is_released_from_a_tampered_segment() -> None:
@@ -166,7 +181,19 @@ def test_no_plaintext_is_released_from_a_tampered_segment() -> None:
 # -- the header ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bit", range(H * 8))
+def patched(stored: bytes, at: int, value: int) -> bytes:
+    """Return ``stored`` with header byte ``at`` set in both copies, as an attacker
+    who knows the format would (changing one copy fails the comparison)."""
+    forged = bytearray(stored)
+    forged[at] = forged[len(forged) - T + at] = value
+    return bytes(forged)
+
+
+#: Every bit of both header copies and of the trailer's length field.
+HEADER_BITS = [*range(H * 8), *(-bit - 1 for bit in range(T * 8))]
+
+
+@pytest.mark.parametrize("bit", HEADER_BITS)
 def test_every_header_bit_flip_is_rejected(bit: int) -> None:
     stored = bytearray(encode(b"header bits " * 100))
     stored[bit // 8] ^= 1 << (bit % 8)
@@ -175,32 +202,26 @@ def test_every_header_bit_flip_is_rejected(bit: int) -> None:
 
 
 def test_relabelled_algorithm_fails_the_commitment() -> None:
-    stored = bytearray(encode(b"downgrade me", AesGcmLayer()))
-    stored[9] = lse1.AEAD_CHACHA20_POLY1305
+    forged = patched(encode(b"downgrade me", AesGcmLayer()), 9, 2)
     with pytest.raises(HeaderAuthenticationError, match="failed header authentication"):
-        decode(bytes(stored), ChaCha20Poly1305Layer())
+        decode(forged, ChaCha20Poly1305Layer())
 
 
 def test_relabelled_segment_size_fails_the_commitment() -> None:
-    stored = bytearray(encode(sample(5 * 4096)))
-    stored[11] = 12
+    forged = patched(encode(sample(5 * 4096)), 11, 12)
     with pytest.raises(HeaderAuthenticationError):
-        decode(bytes(stored))
+        decode(forged)
 
 
 def test_unknown_version_is_unsupported_not_decrypted() -> None:
-    stored = bytearray(encode(b"v"))
-    stored[8] = 2
     with pytest.raises(UnsupportedFormatError, match="version 2"):
-        decode(bytes(stored))
+        decode(patched(encode(b"v"), 8, 2))
 
 
 def test_reserved_flags_and_envelope_mode_are_unsupported() -> None:
     for flags in (0x04, 0x80, lse1.FLAG_ENVELOPE | lse1.FLAG_NAME_BOUND):
-        stored = bytearray(encode(b"f"))
-        stored[14] = flags
         with pytest.raises(UnsupportedFormatError):
-            decode(bytes(stored))
+            decode(patched(encode(b"f"), 14, flags))
 
 
 def test_unbound_file_is_refused_when_binding_is_required() -> None:
@@ -212,10 +233,9 @@ def test_unbound_file_is_refused_when_binding_is_required() -> None:
 
 
 def test_clearing_the_binding_flag_fails_the_commitment() -> None:
-    stored = bytearray(encode(b"bound"))
-    stored[14] = 0
+    forged = patched(encode(b"bound"), 14, 0)
     with pytest.raises(HeaderAuthenticationError):
-        decode(bytes(stored), policy=ReadPolicy(require_name_binding=False))
+        decode(forged, policy=ReadPolicy(require_name_binding=False))
 
 
 @pytest.mark.parametrize(
@@ -352,22 +372,22 @@ VECTORS = [
         b"",
         "vectors/empty.bin",
         lse1.AEAD_AES_256_GCM,
-        106,
-        "6d74266a1e1a5673d16120b096d77de9089cb3952714a62e608ae0eaa2dd2ffe",
+        198,
+        "0ab32c83545cffccce85f066928ee4ce166fe87d39f9c6c22ff27cb609906818",
     ),
     (
         b"hello, layered storage",
         "vectors/hello.txt",
         lse1.AEAD_CHACHA20_POLY1305,
-        128,
-        "d16c37bbe297fd6179740fdd1dbda786dc63d68b7f858ebc8c6d15066a94aedd",
+        220,
+        "f8908f6256432d933e2a768946185239de275e1b2973f3190217f3d1ae0352ac",
     ),
     (
         bytes(i % 251 for i in range(70000)),
         "vectors/two-segments.bin",
         lse1.AEAD_AES_256_GCM,
-        70122,
-        "ba510313a5cc8e761a9dd679574a0ae2bd8b8017b5d9a7a5641a8c6f79bd8e4d",
+        70214,
+        "e664653a319dccfb147163b7c77fe8f2f2af6f94be0f3e11bcade01e592f909d",
     ),
 ]
 
@@ -392,8 +412,9 @@ def test_vector_header_layout() -> None:
     assert stored[8:18] == bytes([1, 1, 1, 16, 20, 0, 1, 8, 0, 0])
     assert stored[18:26] == Key(VECTOR_KEY).id
     assert stored[26:58] == VECTOR_SALT
-    assert len(stored) == H + lse1.TAG_SIZE
+    assert len(stored) == H + lse1.TAG_SIZE + T
     assert struct.unpack(">H", stored[16:18]) == (0,)
+    assert stored[-T:] == stored[:H] + struct.pack(">H", H)
 
 
 @pytest.mark.parametrize(("plaintext", "name", "aead", "length", "digest"), VECTORS)
@@ -441,7 +462,8 @@ def test_vectors_follow_the_written_key_schedule(
     cipher = (AESGCM if aead == lse1.AEAD_AES_256_GCM else ChaCha20Poly1305)(
         material[:32]
     )
-    body = stored[H:]
+    assert stored[-T:] == stored[:H] + struct.pack(">H", H)  # the trailer
+    body = stored[H:-T]
     recovered = b""
     for index in range((len(body) + TAGGED - 1) // TAGGED):
         chunk = body[index * TAGGED : (index + 1) * TAGGED]
