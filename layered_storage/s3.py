@@ -1,10 +1,11 @@
 """S3 through django-storages: streaming uploads and ranged, streaming reads.
 
 ``S3Storage.open()`` downloads the whole object before the first byte, so reads go
-around it: one ranged GET at open brings the head (where every header lives) and,
-in its Content-Range, the object's size; a sequential read then streams on one
-open-ended GET; a seek opens a new ranged GET, except for short forward skips (read
-through) and the tail (fetched once, since sizes and seek tables live there).
+around it: one ranged GET at open brings the tail (where an LSE1 object keeps a copy
+of its header, the LSZ1 seek table and the final segment) and, in its
+Content-Range, the object's size, which is all that ``size()`` needs; a sequential
+read then streams on one more GET, up to the tail; a seek opens a new ranged GET,
+except for short forward skips (read through) and reads within the tail.
 Uploads go through s3transfer as S3Storage's own do, but with at most two parts
 buffered and without a Content-Type or Content-Encoding guessed from the name.
 """
@@ -23,7 +24,6 @@ from layered_storage.backends import STORED_CONTENT_TYPE
 from layered_storage.exceptions import ObjectChangedError
 from layered_storage.streams import ByteStream, SeekableReader
 
-HEAD_FETCH = 256 * 1024
 TAIL_FETCH = 256 * 1024
 CHUNK = 256 * 1024
 SKIP_LIMIT = 1024 * 1024  # read through a forward skip this short instead of a GET
@@ -64,24 +64,26 @@ class S3Reader(SeekableReader):
     """A seekable reader over one S3 object, fetching only what is read."""
 
     def __init__(
-        self, client: Any, request: dict[str, Any], size: int, head: bytes
+        self, client: Any, request: dict[str, Any], size: int, tail: bytes
     ) -> None:
         super().__init__()
         self._client = client
         self._request = request
         self._size = size
-        self._buffer = head
+        self._tail = tail
+        self._tail_start = size - len(tail)
+        self._buffer = b""
         self._buffer_start = 0
         self._body: Any = None
         self._body_position = -1
         #: How many GET requests this reader made (the opening one included), and
         #: how many object bytes it took from them.
         self.requests = 1
-        self.received = len(head)
+        self.received = len(tail)
 
     @classmethod
     def open(cls, storage: S3Storage, name: str) -> S3Reader:
-        """Open ``name`` with one ranged GET.
+        """Open ``name`` with one ranged GET of its last ``TAIL_FETCH`` bytes.
 
         Raises:
             FileNotFoundError: no such object.
@@ -96,22 +98,22 @@ class S3Reader(SeekableReader):
         }
         client = storage.connection.meta.client
         try:
-            response = client.get_object(Range=f"bytes=0-{HEAD_FETCH - 1}", **request)
+            response = client.get_object(Range=f"bytes=-{TAIL_FETCH}", **request)
         except ClientError as error:
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if status == 404:
                 raise FileNotFoundError(f"File does not exist: {name}") from None
-            if status == 416:  # an empty object has no byte 0
+            if status == 416:  # an empty object has no last bytes
                 return cls(client, request, 0, b"")
             raise
         with response["Body"] as body:
-            head = body.read()
-        size = _total_size(response, len(head))
+            tail = body.read()
+        size = _total_size(response, len(tail))
         # Later GETs must see this very version: an object replaced meanwhile fails
         # clearly instead of mixing two versions' bytes.
         if response.get("ETag"):
             request["IfMatch"] = response["ETag"]
-        return cls(client, request, size, head)
+        return cls(client, request, size, tail)
 
     @property
     def size(self) -> int:
@@ -121,18 +123,22 @@ class S3Reader(SeekableReader):
         view = memoryview(buffer).cast("B")
         if self._position >= self._size or not len(view):
             return 0
-        if not self._buffered():
-            self._fetch(len(view))
-        offset = self._position - self._buffer_start
-        count = min(len(view), len(self._buffer) - offset)
-        view[:count] = self._buffer[offset : offset + count]
+        if self._position >= self._tail_start:
+            data, start = self._tail, self._tail_start
+        else:
+            if not self._buffered():
+                self._fetch(len(view))
+            data, start = self._buffer, self._buffer_start
+        offset = self._position - start
+        count = min(len(view), len(data) - offset)
+        view[:count] = data[offset : offset + count]
         self._position += count
         return count
 
     def close(self) -> None:
         if not self.closed:
             self._drop_body()
-            self._buffer = b""
+            self._buffer = self._tail = b""
         super().close()
 
     # -- fetching ------------------------------------------------------------------
@@ -142,7 +148,7 @@ class S3Reader(SeekableReader):
         return 0 <= offset < len(self._buffer)
 
     def _fetch(self, wanted: int) -> None:
-        """Put bytes from the current position into the buffer."""
+        """Put bytes from the current position (before the tail) into the buffer."""
         position = self._position
         skip = position - self._body_position
         if self._body is not None and 0 < skip <= SKIP_LIMIT:
@@ -151,26 +157,16 @@ class S3Reader(SeekableReader):
             self._body_position += skipped
         if self._body is None or self._body_position != position:
             self._drop_body()
-            tail_start = max(0, self._size - TAIL_FETCH)
-            if position >= tail_start:
-                self._buffer = self._get(f"bytes={tail_start}-{self._size - 1}")
-                self._buffer_start = tail_start
-                return
-            self._body = self._request_range(f"bytes={position}-")["Body"]
+            # Up to the tail only: those bytes are here already.
+            byte_range = f"bytes={position}-{self._tail_start - 1}"
+            self._body = self._request_range(byte_range)["Body"]
             self._body_position = position
-        data = self._body.read(max(wanted, CHUNK))
+        data = self._body.read(min(max(wanted, CHUNK), self._tail_start - position))
         self.received += len(data)
         if not data:
             raise OSError(f"{self._request['Key']!r} ended early while being read.")
         self._buffer, self._buffer_start = data, position
         self._body_position += len(data)
-
-    def _get(self, byte_range: str) -> bytes:
-        response = self._request_range(byte_range)
-        with response["Body"] as body:
-            data: bytes = body.read()
-        self.received += len(data)
-        return data
 
     def _request_range(self, byte_range: str) -> dict[str, Any]:
         """Send one ranged GET of the version opened.
