@@ -161,10 +161,16 @@ def main(argv: list[str] | None = None) -> int:
         + f"; {os.cpu_count()} CPUs; load average {load} at start; temp dir {workdir}"
     )
     notes: list[str] = []
+    range_probe: dict[str, Any] | None = None
     try:
         _log("throughput:")
         sizes = FULL_SIZES if args.full else QUICK_SIZES
         records = _throughput(workdir, key, sizes, notes)
+        if env.s3_enabled():
+            _log("S3 random ranges:")
+            src = datasets.ensure("text", s3.RANGE_FILE_SIZE, workdir / "data")
+            range_probe = s3.range_reads(src)
+            src.unlink()
         mem_records: list[dict[str, Any]] = []
         if not args.no_memory:
             _log("memory:")
@@ -188,10 +194,18 @@ def main(argv: list[str] | None = None) -> int:
     found += checks.memory_checks(mem_records, env.STACKS)
     s3_targets = [f"{stack}@s3" for stack in env.STACKS]
     found += checks.memory_checks(mem_records, s3_targets, " over S3")
+    found += checks.range_checks(range_probe)
     info = checks.info_ratios(records, ratio_size)
     report.throughput_table(records, print)
     report.memory_table(mem_records, print)
     report.checks_block(found, info, ratio_size, print)
+    if range_probe is not None:
+        print(
+            f"S3 random 1 MiB reads of a {range_probe['size'] // MiB} MiB file "
+            f"(open, seek, read): GetObject requests {range_probe['gets']}, median "
+            f"{range_probe['layered_ms_median']:.0f} ms; one plain 1 MiB ranged GET "
+            f"of the stored object: {range_probe['plain_get_ms_median']:.0f} ms"
+        )
     for note in notes:
         print(note)
     if not args.no_plots:
@@ -210,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             "load_at_start": load,
             "throughput": records,
             "memory": mem_records,
+            "s3_range_reads": range_probe,
             "checks": [check.as_dict() for check in found],
             "info_ratios": dict(info),
             "notes": notes,

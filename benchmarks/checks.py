@@ -22,6 +22,8 @@ class Check:
     target: float
     comparison: str = ">="
     note: str = ""
+    #: Printed after the value and target; by default MiB for ``<`` (memory).
+    unit: str | None = None
 
     @property
     def status(self) -> str:
@@ -33,7 +35,9 @@ class Check:
 
     def line(self) -> str:
         """Return the printed form, e.g. ``PASS  label: 0.93 (target >= 0.85)``."""
-        unit = " MiB" if self.comparison == "<" else ""
+        unit = self.unit
+        if unit is None:
+            unit = " MiB" if self.comparison == "<" else ""
         value = "n/a" if self.value is None else f"{self.value:.2f}{unit}"
         note = f" {self.note}" if self.note else ""
         target = f"target {self.comparison} {self.target:g}{unit}"
@@ -219,3 +223,22 @@ def memory_checks(
             )
         )
     return checks
+
+
+def range_checks(probe: dict[str, Any] | None) -> list[Check]:
+    """Return the S3 random-range target: fewer than 3 GETs, the open included."""
+    label = (
+        "S3 GetObject requests per random 1 MiB read of a 256 MiB file, open included"
+    )
+    if probe is None:
+        return []
+    return [
+        Check(
+            label,
+            probe["gets_max"],
+            3,
+            "<",
+            f"[worst of {probe['reads']} reads]",
+            unit="",
+        )
+    ]
