@@ -47,15 +47,22 @@ class FileInfo:
 
 
 def inspect(storage: LayeredStorage, name: str) -> FileInfo:
-    """Return what the headers of ``name`` declare, reading only its first bytes.
+    """Return what the headers of ``name`` declare, reading only its last bytes
+    (the trailer of an encrypted file) or else its first ones.
 
     Raises:
         FileNotFoundError: no such file.
         FormatError: a header this version cannot parse.
     """
     with open_stored(storage.inner, name) as stored:
-        head = read_exactly(stored, lse1.DIRECT_HEADER_SIZE)
         stored_size = stored.seek(0, io.SEEK_END)
+        stored.seek(max(0, stored_size - lse1.TRAILER_SIZE))
+        tail = read_exactly(stored, lse1.TRAILER_SIZE)
+        if lse1.ends_with_trailer(tail):
+            head = lse1.trailer_header(tail, file_name=name)
+        else:
+            stored.seek(0)
+            head = read_exactly(stored, lse1.DIRECT_HEADER_SIZE)
     if head.startswith(lse1.MAGIC):
         header = lse1.parse_header(head, file_name=name)
         inner = ("zstd",) if header.payload_type == lse1.PAYLOAD_LSZ1 else ()

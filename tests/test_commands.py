@@ -14,6 +14,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from layered_storage import LayeredStorage
+from layered_storage.format import lse1
 from layered_storage.keys import Key, generate_key
 from layered_storage.maintenance import inspect, rotate
 from tests.conftest import inner_config
@@ -83,7 +84,13 @@ def test_inspect_reports_an_unreadable_header_and_goes_on(
 ) -> None:
     vault.save("fine.txt", ContentFile(b"fine"))
     broken = vault.save("broken.txt", ContentFile(b"broken"))
-    tamper(vault.inner, broken, lambda data: bytes(data[:8]) + b"\x09" + data[9:])
+
+    def unknown_version(data: bytes) -> bytes:  # in the header and its copy
+        forged = bytearray(data)
+        forged[8] = forged[len(forged) - lse1.TRAILER_SIZE + 8] = 9
+        return bytes(forged)
+
+    tamper(vault.inner, broken, unknown_version)
     out, err = StringIO(), StringIO()
     with pytest.raises(CommandError, match="1 file"):
         call_command("layered_inspect", "--storage", "vault", stdout=out, stderr=err)

@@ -181,3 +181,15 @@ def test_object_replaced_while_being_read_fails_clearly(
         storage.inner.save(name, ContentFile(b"a different version"))  # overwrites
         with pytest.raises(ObjectChangedError, match="replaced"):
             opened.read()
+
+
+def test_inspect_reads_the_header_copy_with_one_get(
+    s3_storage: LayeredStorage, traffic: Traffic
+) -> None:
+    from layered_storage.maintenance import inspect
+
+    name = s3_storage.save("inspected.bin", generated_file(4 * MIB, "inspected.bin"))
+    info = inspect(s3_storage, name)
+    assert info.layers == ("zstd", "AES-256-GCM")
+    assert info.stored_size == s3_storage.inner.size(name)
+    assert len(traffic.ranges) == 1, traffic.ranges
