@@ -85,7 +85,7 @@ def test_inspect_reports_an_unreadable_header_and_goes_on(
     vault.save("fine.txt", ContentFile(b"fine"))
     broken = vault.save("broken.txt", ContentFile(b"broken"))
 
-    def unknown_version(data: bytes) -> bytes:  # in the header and its copy
+    def unknown_version(data: bytearray) -> bytes:  # in the header and its copy
         forged = bytearray(data)
         forged[8] = forged[len(forged) - lse1.TRAILER_SIZE + 8] = 9
         return bytes(forged)
