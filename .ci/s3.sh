@@ -219,13 +219,14 @@ _s3_rm_sockets() {
 s3_stop() {
   local _i
   if [ -n "${S3_PID:-}" ]; then
-    kill -TERM "$S3_PID" 2>/dev/null || true
+    # weed mini shuts down on INT in about 2 s; on TERM it lingers past 10 s.
+    kill -INT "$S3_PID" 2>/dev/null || true
     for _i in $(seq 1 100); do  # up to 10 s
       kill -0 "$S3_PID" 2>/dev/null || break
       sleep 0.1
     done
     if kill -0 "$S3_PID" 2>/dev/null; then
-      echo "s3_stop: weed (pid $S3_PID) ignored TERM for 10 s; killing it" >&2
+      echo "s3_stop: weed (pid $S3_PID) ignored INT for 10 s; killing it" >&2
       kill -KILL "$S3_PID" 2>/dev/null || true
     fi
     wait "$S3_PID" 2>/dev/null || true
