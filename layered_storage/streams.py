@@ -53,6 +53,52 @@ def fill_from(source: ByteStream, buffer: bytearray | memoryview) -> int:
     return filled
 
 
+class PrefixedStream(io.RawIOBase):
+    """Read ``head``, bytes already taken from ``rest``, then what ``rest`` has left.
+
+    A writer can look at the start of a file before choosing how to encode it,
+    without reading the file twice; a first ``read`` as large as ``head`` gets
+    ``head`` itself, not a copy. Closing it leaves ``rest`` open.
+    """
+
+    def __init__(self, head: bytes, rest: ByteStream) -> None:
+        super().__init__()
+        self._head = head
+        self._offset = 0
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        left = len(self._head) - self._offset
+        if not left:
+            return fill_from(self._rest, buffer)
+        view = memoryview(buffer).cast("B")
+        count = min(left, len(view))
+        view[:count] = memoryview(self._head)[self._offset : self._offset + count]
+        self._advance(count)
+        return count
+
+    def read(self, size: int | None = -1) -> bytes:
+        left = len(self._head) - self._offset
+        if not left:
+            return self._rest.read(-1 if size is None else size)
+        if size is None or size < 0:
+            return self.readall()
+        if self._offset == 0 and size >= left:
+            part = self._head
+        else:
+            part = self._head[self._offset : self._offset + size]
+        self._advance(len(part))
+        return part
+
+    def _advance(self, count: int) -> None:
+        self._offset += count
+        if self._offset == len(self._head):
+            self._head, self._offset = b"", 0  # free it as soon as it is read
+
+
 class ProducerStream(io.RawIOBase):
     """A non-seekable reader whose bytes come from ``_produce()``, chunk by chunk."""
 
