@@ -93,3 +93,41 @@ def ordered_map(
     finally:
         for future in pending:
             future.cancel()
+
+
+def overlapped_map(
+    function: Callable[[T], R], items: Iterable[T], *, workers: int
+) -> Iterator[R]:
+    """Yield ``function(item)`` for each item, in order, one item ahead in a worker.
+
+    For work that holds the GIL (cryptography's AEADs seal with it held), where
+    more workers would only queue for it: the next item is drawn and handed to a
+    single worker just before each result is yielded, so the worker computes while
+    the caller handles that result (writing it, mostly without the GIL), and the
+    caller draws the next item while the worker is idle instead of waiting for the
+    GIL behind it. ``workers`` of 0 computes in the calling thread; a single item
+    always does.
+    """
+    if workers <= 0:
+        yield from map(function, items)
+        return
+    iterator = iter(items)
+    first = next(iterator, _END)
+    if first is _END:
+        return
+    second = next(iterator, _END)
+    if second is _END:  # a single item (a small file): no hand-off to a thread
+        yield function(first)  # type: ignore[arg-type]
+        return
+    pool = shared_pool(1)
+    pending: deque[Future[R]] = deque([pool.submit(function, first)])  # type: ignore[arg-type]
+    item: object = second
+    try:
+        while item is not _END:
+            pending.append(pool.submit(function, item))  # type: ignore[arg-type]
+            yield pending.popleft().result()
+            item = next(iterator, _END)
+        yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()

@@ -9,6 +9,7 @@ verifies, so tampering, truncation, reordering, splicing and renaming all fail.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import secrets
 from collections.abc import Iterator
@@ -34,7 +35,7 @@ from layered_storage.layers.base import (
     Layer,
     ReadPolicy,
 )
-from layered_storage.parallel import ordered_map, worker_count
+from layered_storage.parallel import overlapped_map, worker_count
 from layered_storage.streams import (
     BlockReader,
     ByteStream,
@@ -145,7 +146,10 @@ class EncryptingStream(ProducerStream):
             header, commitment=self._schedule.commitment()
         ).to_bytes()
         self._segment_size = header.segment_size
-        self._batches = ordered_map(
+        # Plaintext buffers come back here once sealed: reusing them spares every
+        # batch a fresh, zeroed 1 MiB (and its page faults).
+        self._free: list[bytearray] = []
+        self._batches = overlapped_map(
             self._seal,
             self._read_batches(),
             workers=worker_count() if workers is None else workers,
@@ -166,7 +170,7 @@ class EncryptingStream(ProducerStream):
         segments = 1
         first = 0
         while True:
-            buffer = bytearray(self._segment_size * segments)
+            buffer = self._buffer(self._segment_size * segments)
             count = fill_from(self._source, buffer)
             # A full buffer is sealed as non-final; the short remainder (possibly
             # empty) is the final segment, so every length has exactly one encoding.
@@ -199,7 +203,16 @@ class EncryptingStream(ProducerStream):
                 out[written : written + length],
             )
             start, written = end, written + length
+        if len(buffer) == self._segment_size * self.BATCH:
+            self._free.append(buffer)  # nothing reads it any more
         return sealed
+
+    def _buffer(self, size: int) -> bytearray:
+        """Return a plaintext buffer of ``size`` bytes, a sealed one when it fits."""
+        if size == self._segment_size * self.BATCH:
+            with contextlib.suppress(IndexError):  # the workers append concurrently
+                return self._free.pop()
+        return bytearray(size)
 
 
 class DecryptingReader(BlockReader):
