@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 from abc import abstractmethod
+from collections.abc import Iterator
 from typing import BinaryIO, TypeAlias
 
 #: Anything the layers read bytes from: a caller's file, Django's ``File`` wrappers'
@@ -116,7 +117,10 @@ class ProducerStream(io.RawIOBase):
 
     @abstractmethod
     def _produce(self) -> bytes | bytearray | memoryview | None:
-        """Return the next chunk of output (may be empty), or None at the end."""
+        """Return the next chunk of output (may be empty), or None at the end.
+
+        The chunk is not changed afterwards: ``chunks`` hands it on as it is.
+        """
 
     def readable(self) -> bool:
         return True
@@ -187,6 +191,34 @@ class ProducerStream(io.RawIOBase):
         while chunk := self.read(1024 * 1024):
             chunks.append(chunk)
         return b"".join(chunks)
+
+    def chunks(self) -> Iterator[bytes | bytearray]:
+        """Yield the rest of the output in the pieces it is produced in, any size.
+
+        Saves the copy ``read`` makes to cut exact sizes. The first piece is
+        ``bytes`` (Django's storages pick the file mode by the type of the first
+        chunk), and a piece is never changed after it is yielded.
+        """
+        if self._pending:
+            piece = bytes(self._pending)
+            self._pending = memoryview(b"")
+            self._produced += len(piece)
+            yield piece
+        first = self._produced == 0
+        while not self._finished:
+            chunk = self._produce()
+            if chunk is None:
+                self._finished = True
+                return
+            if not chunk:
+                continue
+            if first or isinstance(chunk, memoryview):
+                chunk = bytes(chunk)
+                first = False
+            if len(self.head) < self.HEAD_SIZE:
+                self.head += bytes(chunk[: self.HEAD_SIZE - len(self.head)])
+            self._produced += len(chunk)
+            yield chunk
 
 
 class SeekableReader(io.RawIOBase):

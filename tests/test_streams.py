@@ -1,4 +1,4 @@
-"""The stream shapes: a peeked head handed back in front of the rest."""
+"""The stream shapes: producers handing on their pieces, a peeked head put back."""
 
 from __future__ import annotations
 
@@ -8,7 +8,43 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from layered_storage.streams import PrefixedStream, fill_from, read_exactly
+from layered_storage.streams import (
+    PrefixedStream,
+    ProducerStream,
+    fill_from,
+    read_exactly,
+)
+
+
+class Pieces(ProducerStream):
+    """A producer of the given pieces, in order."""
+
+    def __init__(self, pieces: list[bytes | bytearray | memoryview]) -> None:
+        super().__init__()
+        self._pieces = iter(pieces)
+
+    def _produce(self) -> bytes | bytearray | memoryview | None:
+        return next(self._pieces, None)
+
+
+def test_chunks_hands_on_the_produced_pieces() -> None:
+    later = bytearray(b"x" * 100)
+    stream = Pieces([bytearray(b"head"), b"", later, memoryview(b"tail")])
+    chunks = list(stream.chunks())
+    assert chunks == [b"head", later, b"tail"]
+    assert type(chunks[0]) is bytes  # Django picks binary mode by the first chunk
+    assert chunks[1] is later
+    assert type(chunks[2]) is bytes
+    assert stream.tell() == 108
+    assert stream.head == b"head" + b"x" * 60
+
+
+def test_chunks_after_a_read_start_with_what_the_read_left() -> None:
+    stream = Pieces([b"abcdef", b"ghi"])
+    assert stream.read(2) == b"ab"
+    assert list(stream.chunks()) == [b"cdef", b"ghi"]
+    assert stream.tell() == 9
+    assert stream.read(1) == b""
 
 
 def prefixed(data: bytes, peek: int) -> PrefixedStream:
