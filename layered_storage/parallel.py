@@ -1,10 +1,12 @@
-"""Bounded, ordered parallelism for the GIL-releasing work of the layers.
+"""Bounded, ordered parallelism for the work of the layers.
 
 zstd compression and decompression release the GIL, and LSZ1 frames are independent,
 so frames can be worked on by a small shared thread pool while the calling thread
-reads, encrypts and writes in order. At most ``window`` items are in flight, so memory
-is bounded by the window, never by the file size. On a one-core machine there are no
-workers and everything runs in the calling thread.
+reads, encrypts and writes in order (``ordered_map``). Sealing holds the GIL, so it
+gets one worker, one batch ahead of the calling thread (``overlapped_map``). Either
+way few items are in flight, so memory is bounded by the window, never by the file
+size. On a one-core machine there are no workers and everything runs in the calling
+thread.
 """
 
 from __future__ import annotations

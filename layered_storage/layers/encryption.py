@@ -110,8 +110,8 @@ AEAD_LAYERS: dict[int, type[AeadLayer]] = {
 class EncryptingStream(ProducerStream):
     """Produce an LSE1 object from ``source``: header, then sealed segments.
 
-    Segments are sealed in batches of ``BATCH`` by the shared workers (AES-GCM and
-    ChaCha20-Poly1305 release the GIL), while this thread reads the next batch.
+    Segments are sealed in batches of ``BATCH`` by one worker, one batch ahead: it
+    seals while this thread writes the previous batch (see ``overlapped_map``).
     """
 
     #: Segments per task: 1 MiB at 64 KiB segments, so per-call overhead is small.
