@@ -10,13 +10,14 @@ from the file name and buffers up to 80 MiB for a non-seekable stream.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from typing import Any
 
 from django.core.files.base import File
 from django.core.files.storage import Storage
 
 from layered_storage.exceptions import ConfigurationError
-from layered_storage.streams import ByteStream
+from layered_storage.streams import ByteStream, ProducerStream
 
 #: The content type stored objects carry: the stored bytes are not the plaintext.
 #: Not application/octet-stream, which some servers (SeaweedFS) treat as "unknown"
@@ -77,6 +78,15 @@ class EncodedFile(File):  # type: ignore[type-arg]
     @property
     def size(self) -> None:  # type: ignore[override]
         return None
+
+    def chunks(self, chunk_size: int | None = None) -> Iterator[bytes | bytearray]:
+        """Yield the encoded bytes; without a ``chunk_size``, as the layers produce
+        them (about 1 MiB each), saving the copy that cutting exact sizes takes."""
+        stream = self.file
+        if chunk_size is None and isinstance(stream, ProducerStream):
+            yield from stream.chunks()
+        else:
+            yield from super().chunks(chunk_size)
 
 
 def _is_s3(inner: Storage) -> bool:

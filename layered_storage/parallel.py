@@ -1,10 +1,12 @@
-"""Bounded, ordered parallelism for the GIL-releasing work of the layers.
+"""Bounded, ordered parallelism for the work of the layers.
 
 zstd compression and decompression release the GIL, and LSZ1 frames are independent,
 so frames can be worked on by a small shared thread pool while the calling thread
-reads, encrypts and writes in order. At most ``window`` items are in flight, so memory
-is bounded by the window, never by the file size. On a one-core machine there are no
-workers and everything runs in the calling thread.
+reads, encrypts and writes in order (``ordered_map``). Sealing holds the GIL, so it
+gets one worker, one batch ahead of the calling thread (``overlapped_map``). Either
+way few items are in flight, so memory is bounded by the window, never by the file
+size. On a one-core machine there are no workers and everything runs in the calling
+thread.
 """
 
 from __future__ import annotations
@@ -90,6 +92,44 @@ def ordered_map(
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+
+
+def overlapped_map(
+    function: Callable[[T], R], items: Iterable[T], *, workers: int
+) -> Iterator[R]:
+    """Yield ``function(item)`` for each item, in order, one item ahead in a worker.
+
+    For work that holds the GIL (cryptography's AEADs seal with it held), where
+    more workers would only queue for it: the next item is drawn and handed to a
+    single worker just before each result is yielded, so the worker computes while
+    the caller handles that result (writing it, mostly without the GIL), and the
+    caller draws the next item while the worker is idle instead of waiting for the
+    GIL behind it. ``workers`` of 0 computes in the calling thread; a single item
+    always does.
+    """
+    if workers <= 0:
+        yield from map(function, items)
+        return
+    iterator = iter(items)
+    first = next(iterator, _END)
+    if first is _END:
+        return
+    second = next(iterator, _END)
+    if second is _END:  # a single item (a small file): no hand-off to a thread
+        yield function(first)  # type: ignore[arg-type]
+        return
+    pool = shared_pool(1)
+    pending: deque[Future[R]] = deque([pool.submit(function, first)])  # type: ignore[arg-type]
+    item: object = second
+    try:
+        while item is not _END:
+            pending.append(pool.submit(function, item))  # type: ignore[arg-type]
+            yield pending.popleft().result()
+            item = next(iterator, _END)
+        yield pending.popleft().result()
     finally:
         for future in pending:
             future.cancel()

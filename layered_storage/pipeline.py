@@ -1,9 +1,10 @@
 """The pipeline: a stack of layers, encoding in order and decoding by the file's word.
 
-Saving runs the configured layers in order (skipping a compression layer the file's
-type does not want, unless it is the outermost one). Opening ignores the write
-configuration: it reads the outermost magic, then each header says what lies inside,
-until the plaintext, all bounded by the ``ReadPolicy``.
+Saving runs the configured layers in order, skipping a compression layer that is not
+the outermost one when the file's type does not want it or its first frame will not
+shrink. Opening ignores the write configuration: it reads the outermost magic, then
+each header says what lies inside, until the plaintext, all bounded by the
+``ReadPolicy``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from layered_storage.layers.encryption import AeadLayer, DecryptingReader
 from layered_storage.streams import (
     BlockReader,
     ByteStream,
+    PrefixedStream,
     ProducerStream,
     read_exactly,
 )
@@ -66,6 +68,18 @@ class Pipeline:
             if index == last or layer.applies_to(context)
         ]
         stream: ByteStream = source
+        # A layer that another follows may also be skipped for the file's first
+        # bytes (zstd, for data that will not shrink under encryption): they are
+        # read once, then handed on in front of the rest.
+        peek = max((layer.head_size for layer in active[:-1]), default=0)
+        if peek:
+            head = read_exactly(source, peek)
+            active = [
+                layer
+                for layer in active[:-1]
+                if layer.applies_to_head(head[: layer.head_size])
+            ] + active[-1:]
+            stream = PrefixedStream(head, source)
         payload = PAYLOAD_RAW
         for index, layer in enumerate(active):
             stream = layer.encode(

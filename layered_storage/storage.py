@@ -28,7 +28,13 @@ from layered_storage.exceptions import ConfigurationError, LayeredStorageError
 from layered_storage.files import LayeredFile, check_read_mode
 from layered_storage.layers.base import FileContext, LayerSpec, ReadPolicy, build_layers
 from layered_storage.pipeline import Pipeline, encryption_layer
-from layered_storage.streams import BlockReader, ProducerStream
+from layered_storage.streams import (
+    BlockReader,
+    ByteStream,
+    ProducerStream,
+    fill_from,
+    read_exactly,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -314,20 +320,18 @@ class ContentReader(ProducerStream):
 
     Content is read the way Django's own storages read it, through ``chunks()``
     (which rewinds seekable content), in 1 MiB chunks. A plain ``File`` over a
-    binary file is read with ``readinto`` into one reused buffer instead, which
-    saves allocating every chunk.
+    binary file is read straight into the buffers of the layer that reads it
+    instead (``readinto``), with no chunk of its own in between.
     """
 
     def __init__(self, content: File) -> None:  # type: ignore[type-arg]
         super().__init__()
         underlying = getattr(content, "file", None)
-        self._readinto = None
+        self._file: ByteStream | None = None
         if type(content).chunks is File.chunks and hasattr(underlying, "readinto"):
             with contextlib.suppress(AttributeError, io.UnsupportedOperation):
                 content.seek(0)  # as File.chunks does
-            self._readinto = underlying.readinto  # type: ignore[union-attr]
-            # Small first, so a small file does not allocate a whole chunk.
-            self._buffer = bytearray(64 * 1024)
+            self._file = underlying
             return
         try:
             chunks = content.chunks(_CHUNK)  # 64 KiB by default: too many calls
@@ -335,14 +339,23 @@ class ContentReader(ProducerStream):
             chunks = content.chunks()
         self._chunks: Iterator[bytes | str] = iter(chunks)
 
-    def _produce(self) -> bytes | memoryview | None:
-        if self._readinto is not None:
-            # The previous chunk was copied out before this call: the buffer is free.
-            buffer = self._buffer
-            count = self._readinto(buffer)
-            if count == len(buffer) < _CHUNK:
-                self._buffer = bytearray(_CHUNK)  # a large file: read in big chunks
-            return memoryview(buffer)[:count] if count else None
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self._file is None:
+            return super().readinto(buffer)
+        count = fill_from(self._file, buffer)
+        self._produced += count
+        return count
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self._file is None or size is None or size < 0:
+            return super().read(size)
+        data = read_exactly(self._file, size)
+        self._produced += len(data)
+        return data
+
+    def _produce(self) -> bytes | None:
+        if self._file is not None:
+            return read_exactly(self._file, _CHUNK) or None
         chunk = next(self._chunks, None)
         if chunk is None:
             return None

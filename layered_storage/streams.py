@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 from abc import abstractmethod
+from collections.abc import Iterator
 from typing import BinaryIO, TypeAlias
 
 #: Anything the layers read bytes from: a caller's file, Django's ``File`` wrappers'
@@ -53,6 +54,52 @@ def fill_from(source: ByteStream, buffer: bytearray | memoryview) -> int:
     return filled
 
 
+class PrefixedStream(io.RawIOBase):
+    """Read ``head``, bytes already taken from ``rest``, then what ``rest`` has left.
+
+    A writer can look at the start of a file before choosing how to encode it,
+    without reading the file twice; a first ``read`` as large as ``head`` gets
+    ``head`` itself, not a copy. Closing it leaves ``rest`` open.
+    """
+
+    def __init__(self, head: bytes, rest: ByteStream) -> None:
+        super().__init__()
+        self._head = head
+        self._offset = 0
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        left = len(self._head) - self._offset
+        if not left:
+            return fill_from(self._rest, buffer)
+        view = memoryview(buffer).cast("B")
+        count = min(left, len(view))
+        view[:count] = memoryview(self._head)[self._offset : self._offset + count]
+        self._advance(count)
+        return count
+
+    def read(self, size: int | None = -1) -> bytes:
+        left = len(self._head) - self._offset
+        if not left:
+            return self._rest.read(-1 if size is None else size)
+        if size is None or size < 0:
+            return self.readall()
+        if self._offset == 0 and size >= left:
+            part = self._head
+        else:
+            part = self._head[self._offset : self._offset + size]
+        self._advance(len(part))
+        return part
+
+    def _advance(self, count: int) -> None:
+        self._offset += count
+        if self._offset == len(self._head):
+            self._head, self._offset = b"", 0  # free it as soon as it is read
+
+
 class ProducerStream(io.RawIOBase):
     """A non-seekable reader whose bytes come from ``_produce()``, chunk by chunk."""
 
@@ -70,7 +117,10 @@ class ProducerStream(io.RawIOBase):
 
     @abstractmethod
     def _produce(self) -> bytes | bytearray | memoryview | None:
-        """Return the next chunk of output (may be empty), or None at the end."""
+        """Return the next chunk of output (may be empty), or None at the end.
+
+        The chunk is not changed afterwards: ``chunks`` hands it on as it is.
+        """
 
     def readable(self) -> bool:
         return True
@@ -141,6 +191,34 @@ class ProducerStream(io.RawIOBase):
         while chunk := self.read(1024 * 1024):
             chunks.append(chunk)
         return b"".join(chunks)
+
+    def chunks(self) -> Iterator[bytes | bytearray]:
+        """Yield the rest of the output in the pieces it is produced in, any size.
+
+        Saves the copy ``read`` makes to cut exact sizes. The first piece is
+        ``bytes`` (Django's storages pick the file mode by the type of the first
+        chunk), and a piece is never changed after it is yielded.
+        """
+        if self._pending:
+            piece = bytes(self._pending)
+            self._pending = memoryview(b"")
+            self._produced += len(piece)
+            yield piece
+        first = self._produced == 0
+        while not self._finished:
+            chunk = self._produce()
+            if chunk is None:
+                self._finished = True
+                return
+            if not chunk:
+                continue
+            if first or isinstance(chunk, memoryview):
+                chunk = bytes(chunk)
+                first = False
+            if len(self.head) < self.HEAD_SIZE:
+                self.head += bytes(chunk[: self.HEAD_SIZE - len(self.head)])
+            self._produced += len(chunk)
+            yield chunk
 
 
 class SeekableReader(io.RawIOBase):

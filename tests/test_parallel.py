@@ -17,7 +17,7 @@ from layered_storage.exceptions import ContainerError
 from layered_storage.layers import compression
 from layered_storage.layers.base import FileContext, ReadPolicy
 from layered_storage.layers.compression import DecompressingReader, ZstdLayer
-from layered_storage.parallel import ordered_map, worker_count
+from layered_storage.parallel import ordered_map, overlapped_map, worker_count
 from layered_storage.pipeline import Pipeline
 from tests.utils import read_in_steps, sample
 
@@ -192,3 +192,68 @@ def test_a_single_item_runs_in_the_calling_thread() -> None:
     assert list(ordered_map(where, [1], workers=2)) == [threading.get_ident()]
     assert list(ordered_map(where, [], workers=2)) == []
     assert len(list(ordered_map(where, range(6), workers=2))) == 6
+
+
+# -- one item ahead, for work that holds the GIL ----------------------------------
+
+
+@pytest.mark.parametrize("workers", [0, 1, 4])
+def test_overlapped_results_come_in_order(workers: int) -> None:
+    assert list(overlapped_map(lambda i: i * i, range(30), workers=workers)) == [
+        i * i for i in range(30)
+    ]
+
+
+def test_overlapped_map_draws_one_item_ahead_of_each_result() -> None:
+    drawn: list[int] = []
+
+    def items() -> Any:
+        for item in range(10):
+            drawn.append(item)
+            yield item
+
+    for result in overlapped_map(lambda item: item, items(), workers=2):
+        # The next item was drawn (and handed to the worker) before this result
+        # came out, and nothing beyond it.
+        assert drawn[-1] == min(result + 1, 9)
+
+
+def test_overlapped_map_raises_a_failure_in_its_turn_and_cancels_the_rest() -> None:
+    started: list[int] = []
+
+    def work(item: int) -> int:
+        started.append(item)
+        if item == 3:
+            raise ValueError("item 3 broke")
+        return item
+
+    results = overlapped_map(work, range(1000), workers=1)
+    assert [next(results) for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(ValueError, match="item 3 broke"):
+        next(results)
+    time.sleep(0.05)
+    assert len(started) <= 5
+
+
+def test_overlapped_map_runs_a_single_item_in_the_calling_thread() -> None:
+    def where(item: int) -> int:
+        return threading.get_ident()
+
+    caller = threading.get_ident()
+    assert list(overlapped_map(where, [1], workers=2)) == [caller]
+    assert list(overlapped_map(where, [], workers=2)) == []
+    assert caller not in set(overlapped_map(where, range(4), workers=2))
+    assert set(overlapped_map(where, range(4), workers=0)) == {caller}
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_encrypted_file_of_many_batches_round_trips(
+    fs_storage: LayeredStorage, settings: Any, workers: int
+) -> None:
+    # Plaintext buffers are reused from batch to batch: a short last batch must
+    # not carry bytes of an earlier one.
+    settings.LAYERED_STORAGE = {**settings.LAYERED_STORAGE, "WORKERS": workers}
+    data = random.Random(workers).randbytes(5 * 1024 * 1024 + 3)
+    name = fs_storage.save("batches.bin", ContentFile(data))
+    assert fs_storage.open(name).read() == data
+    assert fs_storage.size(name) == len(data)

@@ -63,8 +63,19 @@ class Layer(ABC):
     #: The payload type an outer layer records for this layer's output.
     payload: ClassVar[int]
 
+    #: How many leading plaintext bytes ``applies_to_head`` looks at (0: none).
+    head_size: int = 0
+
     def applies_to(self, context: FileContext) -> bool:
         """Return whether this layer transforms the file (False: skip it)."""
+        return True
+
+    def applies_to_head(self, head: bytes) -> bool:
+        """Return whether a file that begins with ``head`` is worth this layer.
+
+        Asked only of a layer that another layer follows, with ``head_size`` bytes
+        (fewer: the whole file), before anything is produced.
+        """
         return True
 
     @abstractmethod

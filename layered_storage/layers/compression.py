@@ -4,7 +4,8 @@ Plaintext is cut into independent frames of ``2**frame_log2`` bytes (1 MiB), eac
 compressed on its own with its content size recorded, followed by a seek table. A
 sequential read decodes frame after frame without looking at the table; a seek or a
 size question reads the table from the tail and decodes only the frame it needs.
-Incompressible frames cost little: zstd detects them and stores raw blocks.
+Incompressible frames cost little: zstd detects them and stores raw blocks. Under
+encryption, a file whose first frame will not shrink skips the container altogether.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ class ZstdLayer(Layer):
         self.frame_log2 = frame_log2
         self.skip_extensions = skips["skip_extensions"]
         self.skip_content_types = skips["skip_content_types"]
+        self.head_size = 1 << frame_log2
 
     def applies_to(self, context: FileContext) -> bool:
         extension = posixpath.splitext(context.name)[1].lower()
@@ -107,6 +109,11 @@ class ZstdLayer(Layer):
             context.content_type or mimetypes.guess_type(context.name)[0] or ""
         ).lower()
         return not any(content_type.startswith(t) for t in self.skip_content_types if t)
+
+    def applies_to_head(self, head: bytes) -> bool:
+        # Only asked when a layer follows (under encryption): a file whose first
+        # frame will not shrink is handed on as it is, with no container to build.
+        return not _incompressible_head(head)
 
     def encode(
         self, source: ByteStream, context: FileContext, *, payload: int, outermost: bool
@@ -206,13 +213,29 @@ SAMPLE_SIZE = 16 * 1024
 RAW_THRESHOLD = 0.97
 
 
-def _incompressible(data: bytes) -> bool:
+#: Samples spread over the first frame, all of which must fail to shrink for the
+#: file to skip compression: one incompressible part at the start is not enough.
+HEAD_SAMPLES = 4
+
+
+def _incompressible(data: bytes | memoryview) -> bool:
     """Return whether a fast-level sample of ``data`` fails to shrink."""
     sample = memoryview(data)[:SAMPLE_SIZE]
     if len(sample) < SAMPLE_SIZE:
         return False
     compressed = _compressor(1, False).compress(sample)
     return len(compressed) >= RAW_THRESHOLD * len(sample)
+
+
+def _incompressible_head(head: bytes) -> bool:
+    """Return whether samples from the start to the end of ``head`` all fail to
+    shrink (False for a head shorter than one sample)."""
+    view = memoryview(head)
+    last = len(view) - SAMPLE_SIZE
+    if last < 0:
+        return False
+    starts = sorted({last * i // (HEAD_SAMPLES - 1) for i in range(HEAD_SAMPLES)})
+    return all(_incompressible(view[start:]) for start in starts)
 
 
 def _decompressor(window: int) -> zstd.ZstdDecompressor:

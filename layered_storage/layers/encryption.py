@@ -9,6 +9,7 @@ verifies, so tampering, truncation, reordering, splicing and renaming all fail.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import secrets
 from collections.abc import Iterator
@@ -34,7 +35,7 @@ from layered_storage.layers.base import (
     Layer,
     ReadPolicy,
 )
-from layered_storage.parallel import ordered_map, worker_count
+from layered_storage.parallel import overlapped_map, worker_count
 from layered_storage.streams import (
     BlockReader,
     ByteStream,
@@ -109,8 +110,8 @@ AEAD_LAYERS: dict[int, type[AeadLayer]] = {
 class EncryptingStream(ProducerStream):
     """Produce an LSE1 object from ``source``: header, sealed segments, trailer.
 
-    Segments are sealed in batches of ``BATCH`` by the shared workers (AES-GCM and
-    ChaCha20-Poly1305 release the GIL), while this thread reads the next batch.
+    Segments are sealed in batches of ``BATCH`` by one worker, one batch ahead: it
+    seals while this thread writes the previous batch (see ``overlapped_map``).
     """
 
     #: Segments per task: 1 MiB at 64 KiB segments, so per-call overhead is small.
@@ -147,7 +148,10 @@ class EncryptingStream(ProducerStream):
         self._header: bytes | None = header_bytes
         self._trailer: bytes | None = lse1.trailer(header_bytes)
         self._segment_size = header.segment_size
-        self._batches = ordered_map(
+        # Plaintext buffers come back here once sealed: reusing them spares every
+        # batch a fresh, zeroed 1 MiB (and its page faults).
+        self._free: list[bytearray] = []
+        self._batches = overlapped_map(
             self._seal,
             self._read_batches(),
             workers=worker_count() if workers is None else workers,
@@ -172,7 +176,7 @@ class EncryptingStream(ProducerStream):
         segments = 1
         first = 0
         while True:
-            buffer = bytearray(self._segment_size * segments)
+            buffer = self._buffer(self._segment_size * segments)
             count = fill_from(self._source, buffer)
             # A full buffer is sealed as non-final; the short remainder (possibly
             # empty) is the final segment, so every length has exactly one encoding.
@@ -205,7 +209,16 @@ class EncryptingStream(ProducerStream):
                 out[written : written + length],
             )
             start, written = end, written + length
+        if len(buffer) == self._segment_size * self.BATCH:
+            self._free.append(buffer)  # nothing reads it any more
         return sealed
+
+    def _buffer(self, size: int) -> bytearray:
+        """Return a plaintext buffer of ``size`` bytes, a sealed one when it fits."""
+        if size == self._segment_size * self.BATCH:
+            with contextlib.suppress(IndexError):  # the workers append concurrently
+                return self._free.pop()
+        return bytearray(size)
 
 
 class DecryptingReader(BlockReader):

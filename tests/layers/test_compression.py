@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import random
 import struct
 from typing import Any
 
@@ -21,11 +22,17 @@ from layered_storage.exceptions import (
     PolicyError,
 )
 from layered_storage.format import lse1, lsz1
-from layered_storage.layers.base import FileContext, ReadPolicy
+from layered_storage.layers.base import (
+    PAYLOAD_LSZ1,
+    PAYLOAD_RAW,
+    FileContext,
+    ReadPolicy,
+)
 from layered_storage.layers.compression import DecompressingReader, ZstdLayer
+from layered_storage.layers.encryption import AesGcmLayer
 from layered_storage.pipeline import Pipeline
 from tests.conftest import make_storage
-from tests.utils import read_in_steps, sample, stored_bytes
+from tests.utils import FRAME, SEGMENT, read_in_steps, sample, stored_bytes
 
 SMALL = 12  # 4 KiB frames keep multi-frame cases fast
 F = 1 << SMALL
@@ -184,6 +191,87 @@ def test_skipped_file_in_a_compress_only_stack_is_still_self_describing(
     stored = stored_bytes(storage.inner, name)
     assert lsz1.is_lsz1(stored)
     assert storage.open(name).read() == text
+
+
+def encrypted(data: bytes, frame_log2: int = lsz1.WRITE_FRAME_LOG2) -> bytes:
+    layers = [ZstdLayer(frame_log2=frame_log2), AesGcmLayer()]
+    return Pipeline(layers, ReadPolicy()).encode(io.BytesIO(data), CONTEXT).read()
+
+
+def decrypted(stored: bytes) -> bytes:
+    pipeline = Pipeline([ZstdLayer(), AesGcmLayer()], ReadPolicy())
+    with pipeline.decode(io.BytesIO(stored), CONTEXT) as decoded:
+        return decoded.read()
+
+
+def payload_type(stored: bytes) -> int:
+    return lse1.parse_header(stored, file_name="x").payload_type
+
+
+def test_incompressible_file_under_encryption_skips_the_container(
+    fs_storage: Any,
+) -> None:
+    noise = random.Random(1).randbytes(2 * FRAME + 5)
+    name = fs_storage.save("noise.bin", ContentFile(noise))
+    stored = stored_bytes(fs_storage.inner, name)
+    assert payload_type(stored) == PAYLOAD_RAW
+    header = lse1.parse_header(stored, file_name=name).size
+    assert len(stored) == lse1.stored_size(header, SEGMENT, len(noise))
+    assert fs_storage.open(name).read() == noise
+    assert fs_storage.size(name) == len(noise)
+
+
+def test_file_incompressible_only_in_its_first_frame_still_round_trips(
+    fs_storage: Any,
+) -> None:
+    data = random.Random(2).randbytes(FRAME) + b"compressible later\n" * 100_000
+    name = fs_storage.save("mixed.bin", ContentFile(data))
+    assert payload_type(stored_bytes(fs_storage.inner, name)) == PAYLOAD_RAW
+    with fs_storage.open(name) as opened:
+        assert opened.read() == data
+        opened.seek(FRAME + 5)
+        assert opened.read(100) == data[FRAME + 5 : FRAME + 105]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"text to compress\n" * 100_000,
+        # Incompressible at the start only: the samples reach the end of the frame.
+        random.Random(3).randbytes(SEGMENT) + b"text to compress\n" * 100_000,
+        # Smaller than one sample: always compressed.
+        random.Random(4).randbytes(8 * 1024),
+    ],
+    ids=["text", "noisy-start", "small"],
+)
+def test_compressible_or_small_file_under_encryption_keeps_the_container(
+    data: bytes,
+) -> None:
+    stored = encrypted(data)
+    assert payload_type(stored) == PAYLOAD_LSZ1
+    assert decrypted(stored) == data
+
+
+def test_compress_only_stack_keeps_the_container_for_incompressible_data() -> None:
+    noise = random.Random(5).randbytes(FRAME + 1)
+    stored = compress(noise, frame_log2=lsz1.WRITE_FRAME_LOG2)
+    assert lsz1.is_lsz1(stored)
+    assert reader(stored).read() == noise
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(
+    noise=st.integers(0, 3 * 32 * 1024),
+    text=st.integers(0, 3 * 32 * 1024),
+    seed=st.integers(0, 2**32),
+)
+def test_mixed_files_round_trip_whichever_way_they_are_stored(
+    noise: int, text: int, seed: int
+) -> None:
+    data = random.Random(seed).randbytes(noise) + sample(text, seed)[: text // 2] * 2
+    stored = encrypted(data, frame_log2=15)
+    assert payload_type(stored) in (PAYLOAD_RAW, PAYLOAD_LSZ1)
+    assert decrypted(stored) == data
 
 
 # -- policy and format confusion -------------------------------------------------
