@@ -17,6 +17,7 @@ from layered_storage.exceptions import ContainerError
 from layered_storage.layers import compression
 from layered_storage.layers.base import FileContext, ReadPolicy
 from layered_storage.layers.compression import DecompressingReader, ZstdLayer
+from layered_storage.layers.encryption import EncryptingStream
 from layered_storage.parallel import ordered_map, overlapped_map, worker_count
 from layered_storage.pipeline import Pipeline
 from tests.utils import read_in_steps, sample
@@ -257,3 +258,25 @@ def test_encrypted_file_of_many_batches_round_trips(
     name = fs_storage.save("batches.bin", ContentFile(data))
     assert fs_storage.open(name).read() == data
     assert fs_storage.size(name) == len(data)
+
+
+def test_sealing_failure_aborts_the_save_and_leaves_no_file(
+    fs_storage: LayeredStorage, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.LAYERED_STORAGE = {**settings.LAYERED_STORAGE, "WORKERS": 2}
+    seal = EncryptingStream._seal
+    calls = []
+
+    def failing_seal(self: EncryptingStream, batch: Any) -> bytearray:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 3:
+            raise MemoryError("sealing worker ran out of memory")
+        return seal(self, batch)
+
+    monkeypatch.setattr(EncryptingStream, "_seal", failing_seal)
+    noise = random.Random(5).randbytes(8 * 1024 * 1024)  # skips zstd: only sealing
+    with pytest.raises(MemoryError):
+        fs_storage.save("doomed.bin", ContentFile(noise))
+    assert any(name.startswith("layered-storage") for name in calls)  # in a worker
+    assert not fs_storage.exists("doomed.bin")
+    assert fs_storage.listdir("")[1] == []
