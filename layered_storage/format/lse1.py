@@ -275,12 +275,14 @@ def trailer_header(tail: bytes, *, file_name: str) -> bytes:
     """Return the header copy in ``tail``, an object's last ``TRAILER_SIZE`` bytes.
 
     Raises:
-        TruncatedFileError: no trailer there: the object was cut or extended.
+        TruncatedFileError: no trailer there: the object was cut or extended (or
+            its last bytes were changed).
     """
     if not ends_with_trailer(tail):
         raise TruncatedFileError(
-            f"{file_name!r} does not end with an LSE1 trailer: it was truncated, or "
-            "bytes were appended to it."
+            f"{file_name!r} does not end with an LSE1 trailer (the copy of its header "
+            "that closes every encrypted file): it was truncated, bytes were appended "
+            "to it, or its last bytes were changed."
         )
     return bytes(tail[-TRAILER_SIZE:-TRAILER_LENGTH_SIZE])
 
