@@ -11,6 +11,7 @@ thread.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections import deque
@@ -23,7 +24,6 @@ from layered_storage import conf
 T = TypeVar("T")
 R = TypeVar("R")
 
-_END = object()
 _lock = threading.Lock()
 _pools: dict[int, ThreadPoolExecutor] = {}
 
@@ -71,22 +71,15 @@ def ordered_map(
     if workers <= 0:
         yield from map(function, items)
         return
-    iterator = iter(items)
-    first = next(iterator, _END)
-    if first is _END:
-        return
-    second = next(iterator, _END)
-    if second is _END:  # a single item (a small file): no hand-off to a thread
-        yield function(first)  # type: ignore[arg-type]
+    head, rest = _split(items)
+    if rest is None:  # a single item (a small file): no hand-off to a thread
+        yield from map(function, head)
         return
     pool = shared_pool(workers)
     window = 2 * workers
-    pending: deque[Future[R]] = deque(
-        pool.submit(function, item)  # type: ignore[arg-type]
-        for item in (first, second)
-    )
+    pending: deque[Future[R]] = deque(pool.submit(function, item) for item in head)
     try:
-        for item in iterator:
+        for item in rest:
             pending.append(pool.submit(function, item))
             while pending and (len(pending) >= window or pending[0].done()):
                 yield pending.popleft().result()
@@ -113,23 +106,26 @@ def overlapped_map(
     if workers <= 0:
         yield from map(function, items)
         return
-    iterator = iter(items)
-    first = next(iterator, _END)
-    if first is _END:
-        return
-    second = next(iterator, _END)
-    if second is _END:  # a single item (a small file): no hand-off to a thread
-        yield function(first)  # type: ignore[arg-type]
+    head, rest = _split(items)
+    if rest is None:  # a single item (a small file): no hand-off to a thread
+        yield from map(function, head)
         return
     pool = shared_pool(1)
-    pending: deque[Future[R]] = deque([pool.submit(function, first)])  # type: ignore[arg-type]
-    item: object = second
+    pending: deque[Future[R]] = deque(pool.submit(function, item) for item in head)
     try:
-        while item is not _END:
-            pending.append(pool.submit(function, item))  # type: ignore[arg-type]
+        yield pending.popleft().result()
+        for item in rest:  # drawn once the caller is done with the last result
+            pending.append(pool.submit(function, item))
             yield pending.popleft().result()
-            item = next(iterator, _END)
         yield pending.popleft().result()
     finally:
         for future in pending:
             future.cancel()
+
+
+def _split(items: Iterable[T]) -> tuple[list[T], Iterator[T] | None]:
+    """Return the first two items and an iterator over the rest, or the items and
+    None when there are fewer than two."""
+    iterator = iter(items)
+    head = list(itertools.islice(iterator, 2))
+    return (head, iterator) if len(head) == 2 else (head, None)
