@@ -19,7 +19,7 @@ from layered_storage.backends import open_stored, save_stored
 from layered_storage.exceptions import LayeredStorageError
 from layered_storage.format import lse1, lsz1
 from layered_storage.storage import LayeredStorage
-from layered_storage.streams import read_exactly
+from layered_storage.streams import read_exactly, read_tail
 
 _COPY_CHUNK = 1024 * 1024
 
@@ -55,9 +55,7 @@ def inspect(storage: LayeredStorage, name: str) -> FileInfo:
         FormatError: a header this version cannot parse.
     """
     with open_stored(storage.inner, name) as stored:
-        stored_size = stored.seek(0, io.SEEK_END)
-        stored.seek(max(0, stored_size - lse1.TRAILER_SIZE))
-        tail = read_exactly(stored, lse1.TRAILER_SIZE)
+        tail, stored_size = read_tail(stored, lse1.TRAILER_SIZE)
         if lse1.ends_with_trailer(tail):
             head = lse1.trailer_header(tail, file_name=name)
         else:

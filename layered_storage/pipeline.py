@@ -30,6 +30,7 @@ from layered_storage.streams import (
     PrefixedStream,
     ProducerStream,
     read_exactly,
+    read_tail,
 )
 
 _SNIFF_SIZE = 12
@@ -102,9 +103,8 @@ class Pipeline:
         name = context.name
         # An LSE1 object is recognised by its trailer, so that opening one reads only
         # its end: one ranged request on S3 for header, size and seek table.
-        end = stored.seek(0, io.SEEK_END)
-        stored.seek(max(0, end - lse1.TRAILER_SIZE))
-        trailed = lse1.ends_with_trailer(read_exactly(stored, lse1.TRAILER_SIZE))
+        tail, _ = read_tail(stored, lse1.TRAILER_SIZE)
+        trailed = lse1.ends_with_trailer(tail)
         stored.seek(0)
         head = b"" if trailed else read_exactly(stored, _SNIFF_SIZE)
         stored.seek(0)

@@ -23,6 +23,14 @@ from typing import BinaryIO, TypeAlias
 ByteStream: TypeAlias = BinaryIO | io.RawIOBase | io.BufferedIOBase
 
 
+def read_tail(source: ByteStream, size: int) -> tuple[bytes, int]:
+    """Return the last ``size`` bytes of seekable ``source`` (all of a shorter one)
+    and its length; the position is left at the end."""
+    end = source.seek(0, io.SEEK_END)
+    source.seek(max(0, end - size))
+    return read_exactly(source, size), end
+
+
 def read_exactly(source: ByteStream, size: int) -> bytes:
     """Return ``size`` bytes from ``source``, fewer only at EOF."""
     parts: list[bytes] = []

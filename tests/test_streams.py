@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -13,6 +14,7 @@ from layered_storage.streams import (
     ProducerStream,
     fill_from,
     read_exactly,
+    read_tail,
 )
 
 
@@ -96,3 +98,12 @@ def test_closing_leaves_the_rest_open() -> None:
     stream = PrefixedStream(read_exactly(source, 1), source)
     stream.close()
     assert not source.closed
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"), [(b"0123456789", b"789"), (b"01", b"01"), (b"", b"")]
+)
+def test_read_tail_returns_the_last_bytes_and_the_length(
+    data: bytes, expected: bytes
+) -> None:
+    assert read_tail(io.BytesIO(data), 3) == (expected, len(data))

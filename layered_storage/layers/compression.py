@@ -10,7 +10,6 @@ encryption, a file whose first frame will not shrink skips the container altoget
 
 from __future__ import annotations
 
-import io
 import mimetypes
 import posixpath
 import threading
@@ -38,6 +37,7 @@ from layered_storage.streams import (
     ByteStream,
     ProducerStream,
     read_exactly,
+    read_tail,
 )
 
 #: File types that are already compressed: compressing them again wastes CPU.
@@ -345,11 +345,9 @@ class DecompressingReader(BlockReader):
         """Read and check the seek table at the tail, against ``descriptor`` or
         (None) the one it implies; return the data entries and that descriptor."""
         name = self._file_name
-        end = self._source.seek(0, io.SEEK_END)
+        footer, end = read_tail(self._source, lsz1.FOOTER_SIZE)
         if end < lsz1.DESCRIPTOR_SIZE + lsz1.table_frame_size(1, False):
             raise ContainerError(f"{name!r} is too short for an LSZ1 stream.")
-        self._source.seek(end - lsz1.FOOTER_SIZE)
-        footer = read_exactly(self._source, lsz1.FOOTER_SIZE)
         count, checksums = lsz1.parse_footer(
             footer, file_name=name, descriptor=descriptor
         )

@@ -10,7 +10,6 @@ verifies, so tampering, truncation, reordering, splicing and renaming all fail.
 from __future__ import annotations
 
 import contextlib
-import io
 import secrets
 from collections.abc import Iterator
 from dataclasses import replace
@@ -42,6 +41,7 @@ from layered_storage.streams import (
     ProducerStream,
     fill_from,
     read_exactly,
+    read_tail,
 )
 
 
@@ -238,15 +238,12 @@ class DecryptingReader(BlockReader):
         # The header is read from the trailer, so a reader starting from the end
         # (size, seek tables) never touches the start of the object. The copy at
         # the start must be the same; it is compared when segment 0 is read.
-        stored = source.seek(0, io.SEEK_END)
+        tail, stored = read_tail(source, lse1.TRAILER_SIZE)
         if stored < lse1.TRAILER_SIZE:
             raise TruncatedFileError(
                 f"{name!r} is truncated: {stored} bytes cannot hold an LSE1 object."
             )
-        source.seek(stored - lse1.TRAILER_SIZE)
-        self._header_bytes = lse1.trailer_header(
-            read_exactly(source, lse1.TRAILER_SIZE), file_name=name
-        )
+        self._header_bytes = lse1.trailer_header(tail, file_name=name)
         header = lse1.parse_header(self._header_bytes, file_name=name)
         if header.seg_log2 > policy.max_segment_log2:
             raise PolicyError(
