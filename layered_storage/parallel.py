@@ -28,6 +28,23 @@ _lock = threading.Lock()
 _pools: dict[int, ThreadPoolExecutor] = {}
 
 
+def _forget_pools_after_fork() -> None:
+    """Start the child of a fork with no pools and a fresh lock.
+
+    ``os.fork()`` copies the pools but not their threads (multiprocessing's fork
+    start method, Celery's prefork pool, gunicorn ``--preload``): work submitted to
+    a copied pool would wait forever. The lock may have been held by another thread
+    of the parent at the fork, so it is replaced, not released.
+    """
+    global _lock, _pools
+    _lock = threading.Lock()
+    _pools = {}
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools_after_fork)
+
+
 def available_cores() -> int:
     """Return how many cores this process may run on."""
     if hasattr(os, "sched_getaffinity"):
