@@ -68,6 +68,10 @@ class TruncatedFileError(DecryptionError):
     """The stored file ends before its final segment."""
 
 
+class FileTooLargeError(LayeredStorageError):
+    """Content over the storage's ``max_file_size`` was given to save."""
+
+
 class ObjectChangedError(LayeredStorageError):
     """The stored object was replaced in the inner storage while it was being read."""
 

@@ -20,14 +20,35 @@ from botocore.exceptions import ClientError
 from storages.backends.s3 import S3Storage
 from storages.utils import clean_name
 
-from layered_storage.backends import STORED_CONTENT_TYPE
+from layered_storage.backends.base import STORED_CONTENT_TYPE, Backend
 from layered_storage.exceptions import ObjectChangedError
-from layered_storage.streams import ByteStream, SeekableReader
+from layered_storage.streams import ByteStream, ProducerStream, SeekableReader
 
 TAIL_FETCH = 256 * 1024
 CHUNK = 256 * 1024
 SKIP_LIMIT = 1024 * 1024  # read through a forward skip this short instead of a GET
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+
+
+class S3Backend(Backend):
+    """S3Storage: ranged GETs to read, uploads to write.
+
+    S3 makes an upload atomic: the object appears, or is replaced, only when the
+    last part is in, and s3transfer aborts a multipart upload that fails. So a
+    failed save leaves nothing and deletes nothing (an older version under the same
+    name stays as it was), and ``replace`` is an ordinary upload.
+    """
+
+    inner: S3Storage
+
+    def open(self, name: str) -> ByteStream:
+        return S3Reader.open(self.inner, name)
+
+    def save(self, name: str, stream: ProducerStream, *, exact_name: bool) -> str:
+        return upload(self.inner, name, stream)
+
+    def replace(self, name: str, stream: ProducerStream) -> None:
+        upload(self.inner, name, stream)
 
 
 def upload(storage: S3Storage, name: str, stream: ByteStream) -> str:

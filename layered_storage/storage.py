@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from functools import cached_property
@@ -23,8 +22,13 @@ from django.utils.deconstruct import deconstructible
 from django.utils.module_loading import import_string
 
 from layered_storage import conf
-from layered_storage.backends import open_stored, save_stored
-from layered_storage.exceptions import ConfigurationError, LayeredStorageError
+from layered_storage.backends import Backend, NameTakenError, backend_for
+from layered_storage.backends.base import is_partial
+from layered_storage.exceptions import (
+    ConfigurationError,
+    FileTooLargeError,
+    LayeredStorageError,
+)
 from layered_storage.files import LayeredFile, check_read_mode
 from layered_storage.layers.base import FileContext, LayerSpec, ReadPolicy, build_layers
 from layered_storage.pipeline import Pipeline, encryption_layer
@@ -35,8 +39,6 @@ from layered_storage.streams import (
     fill_from,
     read_exactly,
 )
-
-logger = logging.getLogger(__name__)
 
 _SAVE_ATTEMPTS = 3
 _CHUNK = 1024 * 1024
@@ -59,7 +61,15 @@ class LayeredStorage(Storage):
         allow_plaintext: read files with no layered header as they are.
         require_name_binding: refuse encrypted files not bound to their name
             (default: whether the stack's encryption layer binds names).
-        max_file_size: refuse to read files whose plaintext is larger (bytes).
+        url_policy: what ``url()`` returns: ``"signed"`` (an expiring signed URL
+            to the serving view), ``"protected"`` (a URL to the view, authorised
+            by ``permission``), ``"inner"`` (the inner storage's URL of the stored
+            bytes) or ``"refuse"`` (ValueError).
+        url_expiry: seconds a signed URL stays valid (at least).
+        permission: dotted path of a ``(request, storage_alias, name) -> bool``
+            callable for ``"protected"`` (default: active staff users).
+        max_file_size: refuse to store or read files whose plaintext is larger
+            (bytes); a save over it fails and stores nothing.
     """
 
     def __init__(
@@ -72,6 +82,9 @@ class LayeredStorage(Storage):
         allow_plaintext: bool = False,
         require_name_binding: bool | None = None,
         max_file_size: int | None = None,
+        url_policy: str = "signed",
+        url_expiry: int = 3600,
+        permission: str | None = None,
     ) -> None:
         if inner is not None and not isinstance(inner, str):
             raise ConfigurationError(
@@ -88,6 +101,10 @@ class LayeredStorage(Storage):
             raise ConfigurationError(
                 f"'max_file_size' is a number of bytes above 0, got {max_file_size!r}."
             )
+        _check_url_options(url_policy, url_expiry, permission)
+        self.url_policy = url_policy
+        self.url_expiry = url_expiry
+        self.permission = permission
         self._inner_alias = inner
         self._layer_specs = layers
         self._namespace = namespace
@@ -182,58 +199,70 @@ class LayeredStorage(Storage):
 
     # -- the layered operations -------------------------------------------------
 
+    @cached_property
+    def backend(self) -> Backend:
+        """Return the adapter that reads and writes the inner storage's bytes."""
+        return backend_for(self.inner)
+
     def _save(self, name: str, content: File) -> str:  # type: ignore[type-arg]
+        self._check_content_size(name, content)
+        binds_names = self._binds_names()
         for _attempt in range(_SAVE_ATTEMPTS):
-            saved = self._save_once(name, content)
-            if saved == name or not self._binds_names():
+            stream = self._encode(name, content)
+            try:
+                saved = self.backend.save(name, stream, exact_name=binds_names)
+            except NameTakenError:
+                saved = None
+            if saved == name or (saved is not None and not binds_names):
                 return saved
-            # The inner storage stored it under another name (another writer took
-            # ``name`` meanwhile), but the file is bound to ``name`` and would never
-            # open there: remove it and encode again for a free name.
-            self.inner.delete(saved)
+            if saved is not None:
+                # A generic inner storage stored it under another name (another
+                # writer took ``name`` meanwhile), but the file is bound to ``name``
+                # and would never open there: it is ours, and useless.
+                self.inner.delete(saved)
             if not _rewindable(content):
                 break
             name = self.get_available_name(name)
         raise LayeredStorageError(
-            f"The inner storage kept storing {name!r} under another name (the name "
-            "was taken meanwhile); nothing was kept. Save it again."
+            f"Another writer took the name {name!r} while this file was being "
+            "stored, and the content cannot be read again to store it under a new "
+            "name; nothing was kept. Save it again."
         )
 
-    def _save_once(
-        self,
-        name: str,
-        content: File,  # type: ignore[type-arg]
-    ) -> str:
+    def replace(self, name: str, content: File) -> None:  # type: ignore[type-arg]
+        """Store ``content`` as the new version of ``name``, all or nothing.
+
+        Whatever happens (an error, a killed process), ``name`` holds the old
+        version or the new one, never nothing and never a part.
+
+        Raises:
+            ConfigurationError: the inner storage cannot replace a file atomically.
+        """
+        self._check_content_size(name, content)
+        self.backend.replace(name, self._encode(name, content))
+
+    def _encode(self, name: str, content: File) -> ProducerStream:  # type: ignore[type-arg]
+        """Return the stored bytes of ``content`` as ``name``, as a stream."""
         context = self.context(name, getattr(content, "content_type", None))
-        stream = self.pipeline.encode(ContentReader(content), context)
+        source = ContentReader(content, name=name, limit=self._max_file_size)
+        return self.pipeline.encode(source, context)
+
+    def _check_content_size(self, name: str, content: File) -> None:  # type: ignore[type-arg]
+        """Refuse content whose known size is over ``max_file_size`` before any I/O
+        (content of unknown size is counted as it is read)."""
+        limit = self._max_file_size
+        if limit is None:
+            return
         try:
-            return save_stored(self.inner, name, stream)
-        except BaseException:
-            self._discard_partial(name, stream)
-            raise
+            size = content.size
+        except (AttributeError, OSError, TypeError, ValueError):
+            return
+        if isinstance(size, int) and size > limit:
+            raise FileTooLargeError(_too_large(name, limit))
 
     def _binds_names(self) -> bool:
         encryption = self.pipeline.encryption
         return encryption is not None and encryption.bind_name
-
-    def _discard_partial(self, name: str, stream: ProducerStream) -> None:
-        """Delete what a failed save left at ``name``, if it is ours.
-
-        It is ours when its stored bytes begin like the bytes this save produced (the
-        random salt makes that unique for encrypted files), so a file that was there
-        before, or that a concurrent writer stored, is never touched.
-        """
-        if not stream.head:
-            return  # nothing was produced, so nothing of this save can be stored
-        try:
-            if not self.inner.exists(name):
-                return
-            with open_stored(self.inner, name) as stored:
-                head = stored.read(len(stream.head))
-            if stream.head.startswith(head):
-                self.inner.delete(name)
-        except Exception:  # the original error matters more; report this one
-            logger.exception("Could not remove the partial file %r.", name)
 
     def _open(self, name: str, mode: str = "rb") -> LayeredFile:
         check_read_mode(mode)
@@ -246,7 +275,7 @@ class LayeredStorage(Storage):
 
     def _decode(self, name: str) -> BlockReader:
         """Return a reader of the plaintext of ``name``; it owns the stored file."""
-        stored = open_stored(self.inner, name)
+        stored = self.backend.open(name)
         try:
             return self.pipeline.decode(stored, self.context(name))
         except BaseException:
@@ -262,10 +291,24 @@ class LayeredStorage(Storage):
         self.inner.delete(name)
 
     def listdir(self, path: str) -> tuple[list[str], list[str]]:
-        return self.inner.listdir(path)
+        folders, files = self.inner.listdir(path)
+        # The temporary file of a write that a killed process never finished.
+        return folders, [file for file in files if not is_partial(file)]
 
     def url(self, name: str | None) -> str:
-        return self.inner.url(name)
+        """Return the URL of ``name`` under ``url_policy`` (no I/O).
+
+        Raises:
+            ValueError: the policy is ``"refuse"``, or no URL can be made (see
+                ``layered_storage.tokens.file_url``).
+        """
+        if self.url_policy == "inner":
+            return self.inner.url(name)
+        from layered_storage.tokens import NO_URL, file_url
+
+        if self.url_policy == "refuse":
+            raise ValueError(NO_URL)
+        return file_url(self, name)
 
     def get_accessed_time(self, name: str) -> datetime:
         return self.inner.get_accessed_time(name)
@@ -301,6 +344,26 @@ def _check_option(name: str, value: object, types: tuple[type, ...]) -> None:
         raise ConfigurationError(f"'{name}' must be {allowed}, got {value!r}.")
 
 
+URL_POLICIES = ("signed", "protected", "inner", "refuse")
+
+
+def _check_url_options(policy: str, expiry: int, permission: str | None) -> None:
+    """Raise ConfigurationError (E008) for a bad url_policy, url_expiry or
+    permission."""
+    _check_option("url_policy", policy, (str,))
+    if policy not in URL_POLICIES:
+        raise ConfigurationError(
+            f"'url_policy' is one of {', '.join(map(repr, URL_POLICIES))}, got "
+            f"{policy!r}."
+        )
+    _check_option("url_expiry", expiry, (int,))
+    if expiry < 1:
+        raise ConfigurationError(
+            f"'url_expiry' is a number of seconds above 0, got {expiry!r}."
+        )
+    _check_option("permission", permission, (str, type(None)))
+
+
 def _overrides(storage: LayeredStorage, *methods: str) -> bool:
     """Return whether a subclass of ``storage`` overrides any of ``methods``."""
     return any(
@@ -324,8 +387,16 @@ class ContentReader(ProducerStream):
     instead (``readinto``), with no chunk of its own in between.
     """
 
-    def __init__(self, content: File) -> None:  # type: ignore[type-arg]
+    def __init__(
+        self,
+        content: File,  # type: ignore[type-arg]
+        *,
+        name: str = "",
+        limit: int | None = None,
+    ) -> None:
         super().__init__()
+        self._name = name
+        self._limit = limit
         underlying = getattr(content, "file", None)
         self._file: ByteStream | None = None
         if type(content).chunks is File.chunks and hasattr(underlying, "readinto"):
@@ -341,16 +412,18 @@ class ContentReader(ProducerStream):
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         if self._file is None:
-            return super().readinto(buffer)
+            return self._counted(super().readinto(buffer))
         count = fill_from(self._file, buffer)
         self._produced += count
-        return count
+        return self._counted(count)
 
     def read(self, size: int | None = -1) -> bytes:
         if self._file is None or size is None or size < 0:
-            return super().read(size)
-        data = read_exactly(self._file, size)
-        self._produced += len(data)
+            data = super().read(size)
+        else:
+            data = read_exactly(self._file, size)
+            self._produced += len(data)
+        self._counted(len(data))
         return data
 
     def _produce(self) -> bytes | None:
@@ -360,6 +433,24 @@ class ContentReader(ProducerStream):
         if chunk is None:
             return None
         return chunk.encode("utf-8") if isinstance(chunk, str) else chunk
+
+    def _counted(self, count: int) -> int:
+        """Return ``count``, once the content read so far is within the limit.
+
+        Raises:
+            FileTooLargeError: more content than ``max_file_size`` allows; the save
+                fails, so nothing is stored.
+        """
+        if self._limit is not None and self._produced > self._limit:
+            raise FileTooLargeError(_too_large(self._name, self._limit))
+        return count
+
+
+def _too_large(name: str, limit: int) -> str:
+    return (
+        f"{name!r} is larger than this storage's max_file_size of {limit} bytes; "
+        "nothing was stored."
+    )
 
 
 def check_inner_chain(alias: str) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.core.files.base import ContentFile, File
+from django.core.files.storage import FileSystemStorage
 from django.core.files.uploadedfile import SimpleUploadedFile, TemporaryUploadedFile
 from django.http import FileResponse
 from hypothesis import HealthCheck, given
@@ -16,6 +17,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from layered_storage import FormatError, LayeredStorage
+from layered_storage.backends import Backend
 from layered_storage.exceptions import NotLayeredError
 from tests.conftest import make_storage
 from tests.utils import (
@@ -354,7 +356,9 @@ def test_max_file_size_is_about_the_plaintext(
     incompressible = sample(2 * limit, 5)[limit:]  # the random half: grows when stored
     name = storage.save("at-limit.bin", ContentFile(incompressible))
     assert storage.open(name).read() == incompressible
-    over = storage.save("over.bin", ContentFile(incompressible + b"!"))
+    # Written by a storage without the limit, refused by the one with it.
+    unlimited = LayeredStorage(inner=storage.inner_alias, layers=layers)
+    over = unlimited.save("over.bin", ContentFile(incompressible + b"!"))
     with pytest.raises(LayeredStorageError, match="limit"):
         storage.open(over).read()
 
@@ -373,18 +377,45 @@ def test_every_exception_is_importable_from_the_package() -> None:
     assert tree <= set(layered_storage.__all__)
 
 
-def test_save_that_fails_before_writing_keeps_an_older_file(
-    fs_storage: LayeredStorage, monkeypatch: pytest.MonkeyPatch
+class CustomSaveStorage(FileSystemStorage):
+    """A user's FileSystemStorage with its own ``_save``: the generic save path.
+
+    It overwrites in place (so an older file is at stake) and can be switched to
+    refuse every save, as a read-only volume does.
+    """
+
+    read_only = False
+
+    def get_available_name(self, name: str, max_length: int | None = None) -> str:
+        return name
+
+    def _save(self, name: str, content: Any) -> str:
+        if self.read_only:
+            raise PermissionError("read-only volume")
+        if self.exists(name):
+            self.delete(name)
+        return str(super()._save(name, content))  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("layers", [["zstd"], ["zstd", "aes-gcm"]])
+def test_generic_save_that_fails_keeps_an_older_file(
+    settings: Any, tmp_path: Path, layers: list[str]
 ) -> None:
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "custom": {
+            "BACKEND": f"{__name__}.CustomSaveStorage",
+            "OPTIONS": {"location": str(tmp_path)},
+        },
+    }
+    storage = LayeredStorage(inner="custom", layers=layers)
+    assert type(storage.backend) is Backend
+    storage.save("older.txt", ContentFile(b"older"))
     # The inner storage refuses before reading a byte: nothing of this save exists,
     # so the file already stored under that name must stay.
-    fs_storage.save("older.txt", ContentFile(b"older"))
-
-    def refuse(name: str, content: Any, max_length: int | None = None) -> str:
-        raise PermissionError("read-only volume")
-
-    monkeypatch.setattr(fs_storage.inner, "save", refuse)
+    storage.inner.read_only = True  # type: ignore[attr-defined]
     with pytest.raises(PermissionError):
-        fs_storage._save("older.txt", ContentFile(b"newer"))
-    monkeypatch.undo()
-    assert fs_storage.open("older.txt").read() == b"older"
+        storage.save("older.txt", ContentFile(b"newer"))
+    storage.inner.read_only = False  # type: ignore[attr-defined]
+    assert storage.open("older.txt").read() == b"older"
+    assert storage.listdir("")[1] == ["older.txt"]

@@ -1,0 +1,153 @@
+"""FileSystemStorage: write a temporary file beside the target, then publish it.
+
+The encoded bytes go to a hidden, uniquely named file in the target's folder; only a
+complete file is then put in place: ``os.link`` for a new name (it fails if another
+writer took the name, so it never overwrites a file this save did not write) or
+``os.replace`` where the storage overwrites (``allow_overwrite``) and for rewrites.
+Both are atomic on one filesystem, so a reader, a failed save or a process killed
+at any moment sees the old file or the new one, never a partial one. What a killed
+process can leave is its temporary file, named ``.layered-<random>.partial``, which
+``LayeredStorage.listdir`` does not list.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+
+from django.core.files.storage import FileSystemStorage, Storage
+
+from layered_storage.backends.base import Backend, NameTakenError, partial_name
+from layered_storage.streams import ProducerStream
+
+#: errno values of a filesystem that has no hard links (some FUSE, FAT, SMB mounts).
+_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK}
+
+
+def handles(inner: Storage) -> bool:
+    """Return whether ``inner`` stores plain files through FileSystemStorage's own
+    ``_save`` (a subclass that writes differently gets the generic path)."""
+    own_save = getattr(FileSystemStorage, "_save", None)
+    return isinstance(inner, FileSystemStorage) and (
+        getattr(type(inner), "_save", None) is own_save
+    )
+
+
+class FileSystemBackend(Backend):
+    """A temporary file in the target folder, then an atomic link or rename."""
+
+    inner: FileSystemStorage
+
+    def save(self, name: str, stream: ProducerStream, *, exact_name: bool) -> str:
+        full_path = self.inner.path(name)
+        temporary = self._write_temporary(full_path, stream)
+        try:
+            while True:
+                try:
+                    self._publish(temporary, full_path)
+                    break
+                except FileExistsError:
+                    if exact_name:
+                        raise NameTakenError(
+                            f"{name!r} was taken by another writer during the save."
+                        ) from None
+                    name = self.inner.get_available_name(name)
+                    full_path = self.inner.path(name)
+        finally:
+            _remove(temporary)
+        return self._finish(full_path)
+
+    def replace(self, name: str, stream: ProducerStream) -> None:
+        full_path = self.inner.path(name)
+        temporary = self._write_temporary(full_path, stream)
+        try:
+            os.replace(temporary, full_path)
+        finally:
+            _remove(temporary)
+        self._finish(full_path)
+
+    def _overwrites(self) -> bool:
+        # Django 5.1+ has allow_overwrite; before, a subclass dropped O_EXCL.
+        if getattr(self.inner, "_allow_overwrite", False):
+            return True
+        flags = getattr(self.inner, "OS_OPEN_FLAGS", os.O_EXCL)
+        return not flags & os.O_EXCL
+
+    def _publish(self, temporary: str, full_path: str) -> None:
+        """Put the complete ``temporary`` file at ``full_path``.
+
+        Raises:
+            FileExistsError: the name is taken and the storage does not overwrite.
+        """
+        if self._overwrites():
+            os.replace(temporary, full_path)
+            return
+        try:
+            os.link(temporary, full_path)
+        except OSError as exc:
+            if isinstance(exc, FileExistsError) or exc.errno not in _NO_LINKS:
+                raise
+            # No hard links here: the check and the rename are two steps, as in
+            # Django's own file_move_safe.
+            if os.path.lexists(full_path):
+                raise FileExistsError(full_path) from exc
+            os.rename(temporary, full_path)
+
+    def _write_temporary(self, full_path: str, stream: ProducerStream) -> str:
+        """Write ``stream`` to a new temporary file beside ``full_path``; return its
+        path. On failure it is removed."""
+        directory = os.path.dirname(full_path)
+        self._make_directories(directory)
+        temporary = os.path.join(directory, partial_name(""))
+        # The mode FileSystemStorage gives new files, before its umask and chmod.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        descriptor = os.open(temporary, flags, 0o666)
+        try:
+            with os.fdopen(descriptor, "wb") as file:
+                for chunk in stream.chunks():
+                    file.write(chunk)
+        except BaseException:
+            _remove(temporary)
+            raise
+        return temporary
+
+    def _make_directories(self, directory: str) -> None:
+        """Create ``directory`` and its missing parents with the storage's mode."""
+        mode = self.inner.directory_permissions_mode
+        if os.path.isdir(directory):
+            return
+        missing: list[str] = []
+        current = directory
+        while current and not os.path.isdir(current):
+            missing.append(current)
+            parent = os.path.dirname(current)
+            if parent == current:
+                break
+            current = parent
+        for folder in reversed(missing):
+            try:
+                os.mkdir(folder)
+            except FileExistsError:
+                if not os.path.isdir(folder):
+                    raise FileExistsError(
+                        f"{folder} exists and is not a directory."
+                    ) from None
+                continue
+            if mode is not None:
+                os.chmod(folder, mode)  # chmod, not mkdir's mode: no umask applies
+
+    def _finish(self, full_path: str) -> str:
+        """Apply the storage's file mode and group; return the storage name."""
+        if self.inner.file_permissions_mode is not None:
+            os.chmod(full_path, self.inner.file_permissions_mode)
+        ensure_group = getattr(self.inner, "_ensure_location_group_id", None)
+        if callable(ensure_group):
+            ensure_group(full_path)
+        name = os.path.relpath(full_path, self.inner.location)
+        return name.replace("\\", "/")
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
