@@ -7,16 +7,9 @@ inspection or a verification trusts nothing that ``open()`` would not.
 
 from __future__ import annotations
 
-import io
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from django.core.files.base import File
-
-from layered_storage.backends import open_stored, save_stored
-from layered_storage.exceptions import LayeredStorageError
 from layered_storage.format import lse1, lsz1
 from layered_storage.storage import LayeredStorage
 from layered_storage.streams import read_exactly, read_tail
@@ -54,7 +47,7 @@ def inspect(storage: LayeredStorage, name: str) -> FileInfo:
         FileNotFoundError: no such file.
         FormatError: a header this version cannot parse.
     """
-    with open_stored(storage.inner, name) as stored:
+    with storage.backend.open(name) as stored:
         tail, stored_size = read_tail(stored, lse1.TRAILER_SIZE)
         if lse1.ends_with_trailer(tail):
             head = lse1.trailer_header(tail, file_name=name)
@@ -101,76 +94,14 @@ def needs_rotation(storage: LayeredStorage, info: FileInfo) -> bool:
 def rotate(storage: LayeredStorage, name: str) -> None:
     """Re-encrypt ``name`` in place with the primary key (and current layers).
 
-    The stored bytes are first copied to a local temporary file (ciphertext only),
-    the new version is encoded from that copy, and if saving it fails the original
-    bytes are put back, so a failure never loses the file.
+    The new version is encoded from the old one as it is read, written whole beside
+    it, and only then put in its place (``LayeredStorage.replace``): if reading the
+    old version fails, or the process dies at any point, ``name`` keeps the old
+    version; nothing is ever deleted first.
 
     Raises:
-        LayeredStorageError: the file cannot be read, or the inner storage stored the
-            new version under another name.
+        LayeredStorageError: the file cannot be read (it stays as it was).
+        ConfigurationError: the inner storage cannot replace a file atomically.
     """
-    inner = storage.inner
-    with tempfile.TemporaryFile(prefix="layered-rotate-") as original:
-        with open_stored(inner, name) as stored:
-            shutil.copyfileobj(stored, original, _COPY_CHUNK)
-        verify_copy = _CopyStorage(storage, name, original)
-        verify_copy.check()
-        inner.delete(name)
-        try:
-            saved = storage.save(name, File(verify_copy.plaintext(), name))
-        except BaseException:
-            original.seek(0)
-            if inner.exists(name):
-                inner.delete(name)
-            save_stored(inner, name, original)  # the stored bytes, as they were
-            raise
-        if saved != name:
-            raise LayeredStorageError(
-                f"Rotating {name!r}: the inner storage stored it as {saved!r}."
-            )
-
-
-class _CopyStorage:
-    """Decode a local copy of a stored file as if it were still at ``name``."""
-
-    def __init__(
-        self, storage: LayeredStorage, name: str, copy: io.BufferedRandom
-    ) -> None:
-        self._storage = storage
-        self._name = name
-        self._copy = copy
-
-    def plaintext(self) -> io.BufferedReader:
-        self._copy.seek(0)
-        decoded = self._storage.pipeline.decode(
-            _Unclosable(self._copy), self._storage.context(self._name)
-        )
-        return io.BufferedReader(decoded)
-
-    def check(self) -> None:
-        with self.plaintext() as plain:
-            while plain.read(_COPY_CHUNK):
-                pass
-
-
-class _Unclosable(io.RawIOBase):
-    """A view of a file that the decoder may close without closing the file."""
-
-    def __init__(self, file: io.BufferedRandom) -> None:
-        super().__init__()
-        self._file = file
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        return self._file.readinto(buffer)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        return self._file.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._file.tell()
+    with storage.open(name) as plaintext:
+        storage.replace(name, plaintext)

@@ -14,8 +14,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from layered_storage import LayeredStorage
+from layered_storage.exceptions import SegmentAuthenticationError
 from layered_storage.format import lse1
 from layered_storage.keys import Key, generate_key
+from layered_storage.layers.encryption import EncryptingStream
 from layered_storage.maintenance import inspect, rotate
 from tests.conftest import inner_config
 from tests.utils import sample, stored_bytes, tamper
@@ -137,22 +139,48 @@ def test_rotation_reports_ids_the_keyring_lacks(
     assert "is not in the keyring" in err.getvalue()
 
 
-def test_failed_rotation_puts_the_original_back(
+def test_failed_rotation_keeps_the_original(
     vault: LayeredStorage, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    name = vault.save("keep.bin", ContentFile(sample(300_000)))
+    name = vault.save("keep.bin", ContentFile(sample(3 * 1024 * 1024)))
     before = stored_bytes(vault.inner, name)
     storage = reopened(settings, [generate_key(), *settings.LAYERED_STORAGE["KEYS"]])
+    sealed = 0
 
-    def broken_save(*args: Any, **kwargs: Any) -> str:
-        raise OSError("disk full")
+    def seal_then_fail(self: EncryptingStream, batch: Any) -> bytearray:
+        nonlocal sealed
+        sealed += 1
+        if sealed > 2:  # part of the new version is written: then the disk fills
+            raise OSError("disk full")
+        return original_seal(self, batch)
 
-    monkeypatch.setattr(storage, "_save", broken_save)
+    original_seal = EncryptingStream._seal
+    monkeypatch.setattr(EncryptingStream, "_seal", seal_then_fail)
     with pytest.raises(OSError, match="disk full"):
         rotate(storage, name)
-    assert stored_bytes(storage.inner, name) == before
     monkeypatch.undo()
-    assert storage.open(name).read() == sample(300_000)
+    assert stored_bytes(storage.inner, name) == before
+    assert storage.listdir("")[1] == [name]
+    assert storage.open(name).read() == sample(3 * 1024 * 1024)
+
+
+def test_rotation_of_a_damaged_file_keeps_it_as_it_was(
+    vault: LayeredStorage, settings: Any
+) -> None:
+    name = vault.save("torn.bin", ContentFile(sample(2 * 1024 * 1024)))
+    middle = len(stored_bytes(vault.inner, name)) // 2
+    tamper(
+        vault.inner,
+        name,
+        lambda data: (
+            bytes(data[:middle]) + bytes([data[middle] ^ 1]) + bytes(data[middle + 1 :])
+        ),
+    )
+    damaged = stored_bytes(vault.inner, name)
+    storage = reopened(settings, [generate_key(), *settings.LAYERED_STORAGE["KEYS"]])
+    with pytest.raises(SegmentAuthenticationError):
+        rotate(storage, name)
+    assert stored_bytes(storage.inner, name) == damaged
 
 
 def test_commands_refuse_a_storage_that_is_not_layered() -> None:
