@@ -15,6 +15,7 @@ INSTALLED_APPS = [
     "tests.testapp",
 ]
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+ROOT_URLCONF = "tests.urls"
 MEDIA_ROOT = tempfile.mkdtemp(prefix="layered-storage-media-")
 
 # Fixed test keys (never use these anywhere else): the first writes, both read.

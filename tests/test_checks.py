@@ -166,3 +166,66 @@ def test_bad_global_settings_are_reported(
 ) -> None:
     settings.LAYERED_STORAGE = {**settings.LAYERED_STORAGE, **global_settings}
     assert ids(run(settings)) == ["layered_storage.E008"]
+
+
+# -- serving ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["signed", "protected"])
+def test_served_policy_without_the_include_is_an_error(
+    settings: Any, policy: str
+) -> None:
+    options = {"inner": "default", "url_policy": policy}
+    assert run(settings, private={"BACKEND": LAYERED, "OPTIONS": options}) == []
+    settings.ROOT_URLCONF = "django.contrib.auth.urls"  # no layered_storage.urls
+    messages = run(settings, private={"BACKEND": LAYERED, "OPTIONS": options})
+    assert ids(messages) == ["layered_storage.E009"]
+    assert "include" in (messages[0].hint or "")
+
+
+@pytest.mark.parametrize("policy", ["inner", "refuse"])
+def test_unserved_policy_needs_no_include(settings: Any, policy: str) -> None:
+    settings.ROOT_URLCONF = "django.contrib.auth.urls"
+    options = {"inner": "default", "url_policy": policy}
+    assert run(settings, private={"BACKEND": LAYERED, "OPTIONS": options}) == []
+
+
+def test_refuse_with_the_admin_warns(settings: Any) -> None:
+    options = {"inner": "default", "url_policy": "refuse"}
+    settings.INSTALLED_APPS = [*settings.INSTALLED_APPS, "django.contrib.admin"]
+    messages = run(settings, private={"BACKEND": LAYERED, "OPTIONS": options})
+    assert ids(messages) == ["layered_storage.W003"]
+    assert isinstance(messages[0], checks.Warning)
+
+
+def test_gzip_middleware_warns_when_files_are_served(settings: Any) -> None:
+    settings.MIDDLEWARE = ["django.middleware.gzip.GZipMiddleware"]
+    served = {"BACKEND": LAYERED, "OPTIONS": {"inner": "default"}}
+    assert ids(run(settings, private=served)) == ["layered_storage.W004"]
+    unserved = {
+        "BACKEND": LAYERED,
+        "OPTIONS": {"inner": "default", "url_policy": "inner"},
+    }
+    assert run(settings, private=unserved) == []
+
+
+def test_unimportable_permission_is_an_error(settings: Any) -> None:
+    options = {
+        "inner": "default",
+        "url_policy": "protected",
+        "permission": "no.such.check",
+    }
+    messages = run(settings, private={"BACKEND": LAYERED, "OPTIONS": options})
+    assert ids(messages) == ["layered_storage.E008"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"url_policy": "public"}, {"url_expiry": -1}, {"permission": 3}],
+)
+def test_bad_url_options_are_e008(settings: Any, options: dict[str, Any]) -> None:
+    messages = run(
+        settings,
+        private={"BACKEND": LAYERED, "OPTIONS": {"inner": "default", **options}},
+    )
+    assert ids(messages) == ["layered_storage.E008"]

@@ -1,0 +1,454 @@
+"""Serving layered files over HTTP: the views behind ``url()``, and ``serve()``.
+
+``serve(request, storage, name)`` answers a GET or HEAD of one file with the
+plaintext, honouring Range and conditional requests (see ``http.py``); the two
+views in ``urls.py`` check a signed token or a permission callable, then call it.
+The body decrypts only the segments the answer needs, has no ``fileno`` (a WSGI
+server's sendfile would ship the stored, encrypted bytes), yields exactly the
+advertised bytes, and is a plain iterator under WSGI but an asynchronous one under
+ASGI (Django buffers a synchronous iterator whole there).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import posixpath
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from asgiref.sync import sync_to_async
+from django.core.files.storage import storages
+from django.core.handlers.asgi import ASGIRequest
+from django.core.signing import BadSignature
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseNotModified,
+    StreamingHttpResponse,
+)
+from django.utils.http import http_date
+from django.utils.module_loading import import_string
+
+from layered_storage import conf, http
+from layered_storage.exceptions import LayeredStorageError, TruncatedFileError
+from layered_storage.layers.encryption import DecryptingReader
+from layered_storage.streams import BlockReader
+from layered_storage.tokens import FileToken
+
+if TYPE_CHECKING:
+    from layered_storage.storage import LayeredStorage
+
+logger = logging.getLogger(__name__)
+
+#: Plaintext bytes per chunk of a response body.
+CHUNK = 256 * 1024
+METHODS = ("GET", "HEAD")
+#: Cache-Control of an answer that a cookie authorised.
+PRIVATE = "private, no-cache"
+#: What every answer that carries file bytes says to browsers and proxies.
+SAFETY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    # nginx would otherwise spill a large response, plaintext, to a temp file.
+    "X-Accel-Buffering": "no",
+}
+#: For types that run script: nothing loads, and the document is sandboxed.
+ACTIVE_CSP = "default-src 'none'; sandbox"
+
+Permission = Callable[[HttpRequest, str, str], bool]
+
+
+# -- the views of urls.py ----------------------------------------------------------
+
+
+def signed_file(request: HttpRequest, token: str, filename: str) -> HttpResponseBase:
+    """Serve the file that a signed URL from ``url()`` names, until it expires."""
+    if request.method not in METHODS:
+        return _not_allowed()
+    try:
+        grant = FileToken.unsign(token)
+    except BadSignature:
+        return _refusal(403, "This link is not valid.")
+    if posixpath.basename(grant.name) != filename:
+        return _refusal(404, "Not found.")
+    now = time.time()
+    if grant.expires <= now:
+        return _refusal(410, "This link has expired.")
+    storage = served_storage(grant.alias, "signed")
+    if storage is None:
+        return _refusal(404, "Not found.")
+    max_age = int(grant.expires - now)
+    return serve(
+        request, storage, grant.name, cache_control=f"private, max-age={max_age}"
+    )
+
+
+def protected_file(request: HttpRequest, alias: str, name: str) -> HttpResponseBase:
+    """Serve ``name`` of a ``"protected"`` storage to whom its permission allows.
+
+    The permission is asked before anything about the file is looked up, so a
+    refused request learns nothing of whether it exists.
+    """
+    if request.method not in METHODS:
+        return _not_allowed()
+    storage = served_storage(alias, "protected")
+    if storage is None:
+        return _refusal(404, "Not found.")
+    if not permission(storage)(request, alias, name):
+        response = _refusal(403, "You may not read this file.")
+        response["Vary"] = "Cookie"
+        return response
+    return serve(request, storage, name)
+
+
+def served_storage(alias: str, policy: str) -> LayeredStorage | None:
+    """Return storage ``alias`` if it is a layered storage serving under ``policy``."""
+    from layered_storage.storage import LayeredStorage
+
+    if alias not in conf.storages_config():
+        return None
+    storage = storages[alias]
+    if not isinstance(storage, LayeredStorage) or storage.url_policy != policy:
+        return None
+    return storage
+
+
+def permission(storage: LayeredStorage) -> Permission:
+    """Return the callable that authorises requests to ``storage``'s files."""
+    if storage.permission is None:
+        return is_staff
+    check: Permission = import_string(storage.permission)
+    return check
+
+
+def is_staff(request: HttpRequest, storage_alias: str, name: str) -> bool:
+    """The default permission: an active staff user."""
+    user = getattr(request, "user", None)
+    return bool(user is not None and user.is_active and user.is_staff)
+
+
+# -- serving one file --------------------------------------------------------------
+
+
+def serve(
+    request: HttpRequest,
+    storage: LayeredStorage,
+    name: str,
+    *,
+    filename: str | None = None,
+    attachment: bool | None = None,
+    cache_control: str = PRIVATE,
+) -> HttpResponseBase:
+    """Return the response to a GET or HEAD of ``name`` in ``storage``.
+
+    For views that check their own permissions first. ``filename`` is the name
+    shown for saving (default: the basename of ``name``); ``attachment`` forces
+    (True) or forbids (False) a download where the type allows showing it inline
+    (default: inline for images, video, audio, PDF and plain text, and
+    ``?download=1`` forces a download); ``cache_control`` replaces the default
+    ``"private, no-cache"`` (answers then vary by cookie).
+    """
+    if request.method not in METHODS:
+        return _not_allowed()
+    # GZipMiddleware would compress the body and drop its Content-Length, which
+    # breaks ranges: this view's answers are never content-encoded, so it drops
+    # the request's offer to accept them.
+    request.META.pop("HTTP_ACCEPT_ENCODING", None)
+    try:
+        opened = open_served(storage, name)
+    except FileNotFoundError:
+        return _refusal(404, "Not found.")
+    except LayeredStorageError as exc:
+        return _unreadable(name, exc)
+    try:
+        return _respond(request, opened, name, filename, attachment, cache_control)
+    except LayeredStorageError as exc:  # the first chunk failed: no byte went out
+        opened.reader.close()
+        return _unreadable(name, exc)
+    except BaseException:
+        opened.reader.close()
+        raise
+
+
+def _respond(
+    request: HttpRequest,
+    opened: OpenedFile,
+    name: str,
+    filename: str | None,
+    attachment: bool | None,
+    cache_control: str,
+) -> HttpResponseBase:
+    """Return the answer for an opened file; the reader goes to the body or is
+    closed here."""
+    headers = {key.lower(): value for key, value in request.headers.items()}
+    validators = http.Validators(opened.etag, opened.last_modified)
+    common = _validator_headers(opened, cache_control)
+    status = http.precondition_status(headers, validators)
+    if status is not None:
+        opened.reader.close()
+        response: HttpResponseBase = (
+            HttpResponseNotModified() if status == 304 else HttpResponse(status=status)
+        )
+        return _with(response, common)
+    size = opened.size
+    choice = http.select_range(headers, size, validators)
+    if choice.status == 416:
+        opened.reader.close()
+        response = HttpResponse(status=416, content_type="text/plain")
+        return _with(response, {**common, "Content-Range": f"bytes */{size}"})
+    content_type = http.content_type(name)
+    if attachment is None:
+        attachment = request.GET.get("download") in ("1", "true")
+    inline = http.is_inline(content_type) and not attachment
+    fields = {
+        **common,
+        **SAFETY_HEADERS,
+        "Content-Disposition": http.content_disposition(
+            filename or posixpath.basename(name), attachment=not inline
+        ),
+    }
+    if http.is_active(content_type):
+        fields["Content-Security-Policy"] = ACTIVE_CSP
+    byte_range = choice.range or http.ByteRange(0, size - 1)
+    if choice.range is not None:
+        fields["Content-Range"] = choice.range.content_range(size)
+    length = byte_range.length if size else 0
+    fields["Content-Length"] = str(length)
+    if request.method == "HEAD":
+        opened.reader.close()
+        response = HttpResponse(status=choice.status, content_type=content_type)
+        return _with(response, fields)
+    body = _body(request, opened.reader, name, byte_range.start, length)
+    response = StreamingHttpResponse(
+        body, status=choice.status, content_type=content_type
+    )
+    return _with(response, fields)
+
+
+def _validator_headers(opened: OpenedFile, cache_control: str) -> dict[str, str]:
+    """Return the headers that every answer about the file carries (304 too)."""
+    fields = {"Accept-Ranges": "bytes", "Cache-Control": cache_control}
+    if cache_control == PRIVATE:
+        fields["Vary"] = "Cookie"
+    if opened.etag is not None:
+        fields["ETag"] = str(opened.etag)
+    if opened.last_modified is not None:
+        fields["Last-Modified"] = http_date(opened.last_modified)
+    return fields
+
+
+def _with(response: HttpResponseBase, fields: dict[str, str]) -> HttpResponseBase:
+    for key, value in fields.items():
+        response[key] = value
+    return response
+
+
+def _not_allowed() -> HttpResponse:
+    response = _refusal(405, "Only GET and HEAD are allowed.")
+    response["Allow"] = ", ".join(METHODS)
+    return response
+
+
+def _refusal(status: int, message: str) -> HttpResponse:
+    response = HttpResponse(
+        message + "\n", status=status, content_type="text/plain; charset=utf-8"
+    )
+    response["Cache-Control"] = "no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _unreadable(name: str, exc: Exception) -> HttpResponse:
+    # The message names the file and the failure, never bytes of it.
+    logger.error("Could not serve %r: %s", name, exc)
+    return _refusal(500, "The file could not be read.")
+
+
+# -- opening -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OpenedFile:
+    """A plaintext reader of a file, with what its headers need."""
+
+    reader: BlockReader
+    size: int
+    etag: http.EntityTag | None
+    last_modified: int | None
+
+
+def open_served(storage: LayeredStorage, name: str) -> OpenedFile:
+    """Open ``name`` for serving: header and tail only, the last segment verified.
+
+    Raises:
+        FileNotFoundError: no such file.
+        LayeredStorageError: the file cannot be authenticated or read.
+    """
+    reader = storage._decode(name)
+    try:
+        size = reader.size  # authenticates the final segment
+        modified = _modified_time(storage, name)
+        etag = _etag(reader, size, modified)
+    except BaseException:
+        reader.close()
+        raise
+    return OpenedFile(reader, size, etag, None if modified is None else int(modified))
+
+
+def _modified_time(storage: LayeredStorage, name: str) -> float | None:
+    try:
+        return storage.get_modified_time(name).timestamp()
+    except (NotImplementedError, AttributeError):
+        return None
+
+
+def _etag(reader: BlockReader, size: int, modified: float | None) -> http.EntityTag:
+    """Return a strong ETag, derived one way from what identifies this version.
+
+    An encrypted file's header carries a fresh random salt and a commitment to it
+    on every write, so its hash changes with every write and needs nothing but the
+    header; other files fall back on size and modification time, as web servers do.
+    """
+    header = _encryption_header(reader)
+    if header is not None:
+        material = b"lse1\x00" + header
+    elif modified is not None:
+        material = f"plain\x00{size}\x00{modified!r}".encode()
+    else:
+        material = f"plain\x00{size}".encode()
+    digest = hashlib.sha256(b"layered_storage etag\x00" + material).digest()
+    return http.EntityTag('"' + base64.urlsafe_b64encode(digest[:18]).decode() + '"')
+
+
+def _encryption_header(reader: BlockReader) -> bytes | None:
+    """Return the authenticated LSE1 header of the file ``reader`` decodes."""
+    current: object = reader
+    while isinstance(current, BlockReader):
+        if isinstance(current, DecryptingReader):
+            return current._header_bytes
+        current = current._source
+    return None
+
+
+def _stored_stream(reader: BlockReader) -> object:
+    """Return the stream of stored bytes under ``reader``'s chain of decoders."""
+    current: object = reader
+    while isinstance(current, BlockReader):
+        current = current._source
+    return current
+
+
+# -- the body ----------------------------------------------------------------------
+
+
+def _body(
+    request: HttpRequest, reader: BlockReader, name: str, start: int, length: int
+) -> SyncBody | AsyncBody:
+    """Return the body of ``length`` bytes from ``start``, its first chunk read.
+
+    Reading it here means a file whose first segment fails is answered 500 with
+    no body at all.
+    """
+    body_class = AsyncBody if isinstance(request, ASGIRequest) else SyncBody
+    body = body_class(reader, name, start, length)
+    try:
+        body.prefetch()
+    except BaseException:
+        body.close()
+        raise
+    return body
+
+
+class RangeBody:
+    """Exactly ``length`` plaintext bytes of ``reader`` from ``start``, then close.
+
+    Bytes come only from segments that authenticated; a failure part-way is logged
+    and raised, so the server cuts the connection short of Content-Length (the
+    client sees an incomplete response, never unverified bytes). Closing is
+    idempotent and waits for a read in progress in another thread.
+    """
+
+    def __init__(self, reader: BlockReader, name: str, start: int, length: int):
+        self._reader = reader
+        self._name = name
+        self._remaining = length
+        self._first: bytes | None = None
+        self._lock = threading.Lock()
+        self.closed = False
+        if length:
+            reader.seek(start)
+
+    def prefetch(self) -> None:
+        self._first = self._read()
+
+    def next_chunk(self) -> bytes:
+        """Return the next chunk, or b"" at the end."""
+        with self._lock:
+            if self._first is not None:
+                chunk, self._first = self._first, None
+                return chunk
+            return self._read()
+
+    def _read(self) -> bytes:
+        if self.closed or not self._remaining:
+            return b""
+        try:
+            chunk = self._reader.read(min(CHUNK, self._remaining))
+            if not chunk:
+                raise TruncatedFileError(
+                    f"{self._name!r} ended {self._remaining} bytes early while being "
+                    "served: it changed while being read."
+                )
+        except Exception as exc:
+            logger.error("Stopped serving %r part-way: %s", self._name, exc)
+            raise
+        self._remaining -= len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        with self._lock:
+            if not self.closed:
+                self.closed = True
+                self._first = None
+                self._reader.close()
+                stored = _stored_stream(self._reader)
+                requests = getattr(stored, "requests", None)
+                if requests is not None:
+                    logger.debug(
+                        "Served %r with %d GET requests, %d bytes received.",
+                        self._name,
+                        requests,
+                        getattr(stored, "received", 0),
+                    )
+
+
+class SyncBody(RangeBody):
+    """The body as a plain iterator, for WSGI."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := self.next_chunk():
+            yield chunk
+
+
+class AsyncBody(RangeBody):
+    """The body as an asynchronous iterator, for ASGI: reads and decryption run in
+    a worker thread, never on the event loop."""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        read = sync_to_async(self.next_chunk, thread_sensitive=False)
+        try:
+            while chunk := await read():
+                yield chunk
+        finally:
+            # A client that went away cancels Django's task without closing the
+            # response; closing here releases the stored file all the same.
+            await sync_to_async(self.close, thread_sensitive=False)()
+
+
+__all__ = ["serve"]
