@@ -2,14 +2,15 @@
 
 Plaintext is cut into independent frames of ``2**frame_log2`` bytes (1 MiB), each
 compressed on its own with its content size recorded, followed by a seek table. A
-sequential read decodes frame after frame without looking at the table; a seek or a
-size question reads the table from the tail and decodes only the frame it needs.
+reader finds frames one way only, through the seek table read from the tail: a read
+decodes the frame it lands in, and reading on decodes the next frames ahead.
 Incompressible frames cost little: zstd detects them and stores raw blocks. Under
 encryption, a file whose first frame will not shrink skips the container altogether.
 """
 
 from __future__ import annotations
 
+import io
 import mimetypes
 import posixpath
 import threading
@@ -37,7 +38,6 @@ from layered_storage.streams import (
     ByteStream,
     ProducerStream,
     read_exactly,
-    read_tail,
 )
 
 #: File types that are already compressed: compressing them again wastes CPU.
@@ -155,7 +155,8 @@ class CompressingStream(ProducerStream):
             frame_log2=frame_log2, checksums=checksums, payload=payload
         )
         self._parameters = (level, checksums)
-        self._entries = [lsz1.FrameEntry(lsz1.DESCRIPTOR_SIZE, 0, 0)]
+        self._table = lsz1.SeekTableWriter(checksums)
+        self._table_pieces: Iterator[bytes | memoryview] | None = None
         self._frames = ordered_map(
             self._compress,
             self._read_frames(),
@@ -165,9 +166,18 @@ class CompressingStream(ProducerStream):
 
     def _read_frames(self) -> Iterator[bytes]:
         size = self._descriptor.frame_size
+        frames = 0
         while True:
             data = read_exactly(self._source, size)
             if data:
+                if frames == lsz1.MAX_FRAMES - 1:
+                    # Readers refuse longer seek tables: fail the save, not the read.
+                    raise ValueError(
+                        f"A file compressed in frames of {size} bytes may hold at "
+                        f"most {frames} frames ({frames * size} bytes); store larger "
+                        "files with a larger zstd frame_log2."
+                    )
+                frames += 1
                 yield data
             if len(data) < size:
                 return
@@ -182,7 +192,7 @@ class CompressingStream(ProducerStream):
         frame: bytes = _compressor(level, checksums).compress(data)
         return frame, len(data)
 
-    def _produce(self) -> bytes | bytearray | None:
+    def _produce(self) -> bytes | bytearray | memoryview | None:
         if self._state == "descriptor":
             self._state = "frames"
             return self._descriptor.to_bytes()
@@ -195,14 +205,18 @@ class CompressingStream(ProducerStream):
                 checksum = (
                     int.from_bytes(frame[-4:], "little")
                     if self._descriptor.checksums
-                    else None
+                    else 0
                 )
-                self._entries.append(lsz1.FrameEntry(len(frame), size, checksum))
+                self._table.add(len(frame), size, checksum)
                 return frame
             self._state = "table"
+            self._table_pieces = self._table.pieces()
         if self._state == "table":
+            assert self._table_pieces is not None, "internal error: no table pieces"
+            piece = next(self._table_pieces, None)
+            if piece is not None:
+                return piece
             self._state = "done"
-            return lsz1.build_seek_table(self._entries, self._descriptor.checksums)
         return None
 
 
@@ -263,13 +277,12 @@ def _compressor(level: int, checksums: bool) -> zstd.ZstdCompressor:
 
 
 class DecompressingReader(BlockReader):
-    """Read the plaintext of an LSZ1 stream; seekable when ``source`` is.
+    """Read the plaintext of an LSZ1 stream; ``source`` must be seekable.
 
-    Reading from the start walks the stream frame by frame (block headers give each
-    frame's length without decompressing it), so no seek table is needed; a seek
-    reads the table from the tail and decodes only the frame it lands in. Either
-    way, consecutive frames are decompressed ahead by the workers while this thread
-    reads (and, under encryption, decrypts) the next ones.
+    Frames are found one way only: through the seek table, read from the tail and
+    checked when the reader is made. A read decodes the frame it lands in; a read
+    that goes on into the next frame has the following ones decompressed ahead by
+    the workers while this thread reads (and, under encryption, decrypts) them.
     """
 
     def __init__(
@@ -282,94 +295,52 @@ class DecompressingReader(BlockReader):
         workers: int | None = None,
     ) -> None:
         """``enclosed``: the stream is the plaintext of an LSE1 object, so its
-        payload can only be raw, and the reader starts from the seek table at its
-        end instead of the descriptor at its start: a seek or ``size`` then needs
-        nothing from the start of the object (read and checked with frame 0)."""
+        payload can only be raw, and the descriptor the seek table implies stands in
+        for the one at the start until frame 0 is read: a seek or ``size`` then needs
+        nothing from the start of the object."""
         super().__init__(source)
         # Set before anything can raise: close() runs even on a half-built reader.
         self._ahead: Iterator[bytes] | None = None
         self._ahead_next = -1
-        self._file_name = file_name
-        self._policy = policy
-        self._workers = worker_count() if workers is None else workers
-        # Streaming state: the next frame in stream order, where it starts, the
-        # bytes read past it, and what the frames so far looked like.
-        self._next_frame = 0
-        self._stream_offset = lsz1.DESCRIPTOR_SIZE
-        self._carry = b""
-        self._seen: list[lsz1.FrameEntry] = [lsz1.FrameEntry(lsz1.DESCRIPTOR_SIZE, 0)]
-        self._seen_total = 0
-        self._table: list[lsz1.FrameEntry] | None = None
-        self._offsets: list[int] = []
         self._cached_index = -1
         self._cached = memoryview(b"")
-        self._descriptor_read = not enclosed
-        if enclosed:
-            table, self._descriptor = self._read_table(None)
-            self._install_table(table)
-            self._next_frame = -1  # frames are read by the table, not walked
-        else:
-            head = read_exactly(source, lsz1.DESCRIPTOR_SIZE)
-            self._descriptor = lsz1.parse_descriptor(
-                head, file_name=file_name, max_frame_log2=policy.max_frame_log2
+        self._file_name = file_name
+        self._policy = policy
+        descriptor = None
+        if not enclosed:
+            source.seek(0)
+            descriptor = lsz1.parse_descriptor(
+                read_exactly(source, lsz1.DESCRIPTOR_SIZE),
+                file_name=file_name,
+                max_frame_log2=policy.max_frame_log2,
             )
+        self._table, self._descriptor = lsz1.read_seek_table(
+            self._read_at,
+            source.seek(0, io.SEEK_END),
+            file_name=file_name,
+            descriptor=descriptor,
+            max_frame_log2=policy.max_frame_log2,
+        )
+        self._descriptor_checked = not enclosed
         self.block_size = self._descriptor.frame_size
         self.payload = self._descriptor.payload
+        self._check_total(self._table.size)
+        # At most AHEAD_BYTES of plaintext in flight, whatever the frame size.
+        window = AHEAD_BYTES // (2 * self.block_size)
+        self._workers = min(worker_count() if workers is None else workers, window)
 
     @property
     def size(self) -> int:
-        return sum(entry.decompressed for entry in self._load_table())
+        return self._table.size
 
     def close(self) -> None:
         self._stop_ahead()
         super().close()
 
-    # -- the seek table ----------------------------------------------------------
-
-    def _load_table(self) -> list[lsz1.FrameEntry]:
-        """Return the data-frame entries, reading the table from the tail if needed.
-
-        The source is put back where it was, so a streaming walk can go on.
-        """
-        if self._table is not None:
-            return self._table
-        resume = self._source.tell()
-        table, _ = self._read_table(self._descriptor)
-        self._install_table(table)
-        self._source.seek(resume)
-        return table
-
-    def _read_table(
-        self, descriptor: lsz1.Descriptor | None
-    ) -> tuple[list[lsz1.FrameEntry], lsz1.Descriptor]:
-        """Read and check the seek table at the tail, against ``descriptor`` or
-        (None) the one it implies; return the data entries and that descriptor."""
-        name = self._file_name
-        footer, end = read_tail(self._source, lsz1.FOOTER_SIZE)
-        if end < lsz1.DESCRIPTOR_SIZE + lsz1.table_frame_size(1, False):
-            raise ContainerError(f"{name!r} is too short for an LSZ1 stream.")
-        count, checksums = lsz1.parse_footer(
-            footer, file_name=name, descriptor=descriptor
-        )
-        table_size = lsz1.table_frame_size(count, checksums)
-        table_offset = end - table_size
-        if table_offset < lsz1.DESCRIPTOR_SIZE:
-            raise ContainerError(f"{name!r}: the LSZ1 seek table overruns the stream.")
-        self._source.seek(table_offset)
-        frame = read_exactly(self._source, table_size)
-        if descriptor is None:
-            descriptor = lsz1.implied_descriptor(
-                frame,
-                file_name=name,
-                checksums=checksums,
-                max_frame_log2=self._policy.max_frame_log2,
-            )
-        table = lsz1.parse_seek_table(
-            frame, file_name=name, descriptor=descriptor, table_offset=table_offset
-        )
-        self.payload = descriptor.payload
-        self._check_total(sum(entry.decompressed for entry in table))
-        return table, descriptor
+    def _read_at(self, offset: int, size: int) -> bytes:
+        if self._source.tell() != offset:
+            self._source.seek(offset)
+        return read_exactly(self._source, size)
 
     def _check_descriptor(self, data: bytes) -> None:
         """Check the descriptor at the start against the one the table implied."""
@@ -380,20 +351,15 @@ class DecompressingReader(BlockReader):
         if read.payload != lsz1.PAYLOAD_RAW:
             raise FormatError(f"{name!r} nests the same layer twice.")
         implied = self._descriptor
-        frames = len(self._table or [])
         if read.checksums != implied.checksums or (
             read.frame_log2 != implied.frame_log2
-            if frames > 1
+            if self._table.frames > 1
             else read.frame_log2 < implied.frame_log2
         ):
             raise ContainerError(
                 f"{name!r}: the LSZ1 descriptor disagrees with the seek table."
             )
-        self._descriptor_read = True
-
-    def _install_table(self, table: list[lsz1.FrameEntry]) -> None:
-        self._table = table
-        self._offsets = lsz1.frame_offsets(table) if table else []
+        self._descriptor_checked = True
 
     def _check_total(self, total: int) -> None:
         # The limit is on the file's plaintext, not on an encrypted payload inside.
@@ -409,79 +375,41 @@ class DecompressingReader(BlockReader):
     def _block(self, index: int) -> memoryview:
         if index == self._cached_index:
             return self._cached
+        if index >= self._table.frames:
+            # The end: the table was checked to describe every frame up to itself,
+            # and to end the stream.
+            return memoryview(b"")
         if self._ahead is not None and index == self._ahead_next:
-            data = next(self._ahead, b"")
-            self._ahead_next += 1
-        elif index == 0 and self._next_frame == 0:
-            data = self._start_streaming()
+            data = self._next_ahead()
         elif index == self._cached_index + 1:
             data = self._start_ahead(index)
         else:
             self._stop_ahead()
-            data = self._random(index)
+            table = self._table
+            data = self._decode(self._stored_frame(index, table.offset(index)))
         self._cached_index, self._cached = index, memoryview(data)
         return self._cached
 
-    def _frame(self, item: tuple[int, bytes, int]) -> bytes:
-        """Decode ``(index, stored bytes, expected size)`` of one frame (any thread)."""
-        index, data, expected = item
-        return decompress_frame(
-            data,
-            file_name=self._file_name,
-            index=index,
-            frame_size=self.block_size,
-            checksums=self._descriptor.checksums,
-            expected=expected,
-        )
-
-    def _stored_frame(self, index: int) -> bytes:
-        assert self._table is not None, "internal error: frame read without a table"
-        entry = self._table[index]
-        start = self._offsets[index]
-        if index == 0 and not self._descriptor_read:
-            start = 0  # the descriptor comes with the first frame: check it
-        if self._source.tell() != start:
-            self._source.seek(start)
-        size = self._offsets[index] - start + entry.compressed
-        data = read_exactly(self._source, size)
-        if len(data) != size:
-            raise ContainerError(f"{self._file_name!r} ends inside frame {index}.")
-        if start != self._offsets[index]:
-            self._check_descriptor(data[: lsz1.DESCRIPTOR_SIZE])
-            data = data[lsz1.DESCRIPTOR_SIZE :]
-        return data
-
-    def _random(self, index: int) -> bytes:
-        table = self._load_table()
-        if index >= len(table):
-            return b""
-        return self._frame(
-            (index, self._stored_frame(index), table[index].decompressed)
-        )
-
     def _start_ahead(self, index: int) -> bytes:
-        """Decode from ``index`` on with the workers, a window of frames ahead."""
-        self._stop_ahead()
-        table = self._load_table()
-        if index >= len(table):
-            return b""
-
-        def stored() -> Iterator[tuple[int, bytes, int]]:
-            for frame in range(index, len(table)):
-                yield frame, self._stored_frame(frame), table[frame].decompressed
-
-        self._ahead = ordered_map(self._frame, stored(), workers=self._workers)
-        self._ahead_next = index + 1
-        return next(self._ahead)
-
-    def _start_streaming(self) -> bytes:
-        """Decode from the first frame on, walking the stream (no table needed)."""
+        """Decode from ``index`` on, with the workers a window of frames ahead."""
         self._stop_ahead()
         self._ahead = ordered_map(
-            self._frame, self._walk_frames(), workers=self._workers
+            self._decode, self._stored_frames(index), workers=self._workers
         )
-        self._ahead_next = 1
-        return next(self._ahead, b"")
+        self._ahead_next = index
+        return self._next_ahead()
+
+    def _next_ahead(self) -> bytes:
+        assert self._ahead is not None, "internal error: no read-ahead"
+        try:
+            data = next(self._ahead, None)
+        except BaseException:
+            self._stop_ahead()  # a failed frame is not skipped by the next read
+            raise
+        if data is None:
+            raise AssertionError("internal error: read-ahead ended before the table")
+        self._ahead_next += 1
+        return data
 
     def _stop_ahead(self) -> None:
         if self._ahead is not None:
@@ -489,109 +417,49 @@ class DecompressingReader(BlockReader):
             ahead.close()  # type: ignore[attr-defined]
             self._ahead_next = -1
 
-    # -- streaming, without the seek table -------------------------------------
+    def _stored_frames(self, first: int) -> Iterator[FrameWork]:
+        """Yield the stored frames from ``first`` on, in order (this thread)."""
+        table = self._table
+        offset = table.offset(first)
+        for index in range(first, table.frames):
+            yield self._stored_frame(index, offset)
+            offset += table.compressed(index)
 
-    def _walk_frames(self) -> Iterator[tuple[int, bytes, int]]:
-        """Yield each frame in stream order, then verify the table and the end."""
-        limit = self.block_size
-        while True:
-            head = self._pull(len(lsz1.ZSTD_FRAME_MAGIC))
-            if head != lsz1.ZSTD_FRAME_MAGIC:
-                self._verify_streamed_end(head)
-                return
-            index = self._next_frame
-            data, declared = self._walk_frame(index, head)
-            self._seen.append(lsz1.FrameEntry(len(data), declared))
-            self._seen_total += declared
-            self._check_total(self._seen_total)
-            self._stream_offset += len(data)
-            self._next_frame += 1
-            if declared < limit:
-                # A short frame ends the data: verify the seek table and the end of
-                # the stream before releasing it, or a cut or spliced stream would
-                # read as a shorter, valid one.
-                self._verify_streamed_end(self._pull(len(lsz1.ZSTD_FRAME_MAGIC)))
-                yield index, data, declared
-                return
-            yield index, data, declared
+    def _stored_frame(self, index: int, offset: int) -> FrameWork:
+        """Read frame ``index``, stored at ``offset``; with frame 0, the descriptor
+        too when only the table's implied one was known."""
+        table = self._table
+        start = 0 if index == 0 and not self._descriptor_checked else offset
+        size = offset - start + table.compressed(index)
+        data = self._read_at(start, size)
+        if len(data) != size:
+            raise ContainerError(
+                f"{self._file_name!r} ends inside frame {index}: it changed while "
+                "being read."
+            )
+        if start != offset:
+            self._check_descriptor(data[: lsz1.DESCRIPTOR_SIZE])
+            data = data[lsz1.DESCRIPTOR_SIZE :]
+        return index, data, table.decompressed(index), table.checksum(index)
 
-    def _walk_frame(self, index: int, magic: bytes) -> tuple[bytes, int]:
-        """Return the stored bytes of the frame starting with ``magic``, and the
-        content size it declares, by walking its block headers (RFC 8878 3.1.1)."""
-        name = self._file_name
-        head = magic + self._pull(lsz1.MAX_FRAME_HEADER - len(magic))
-        declared = check_frame_header(
-            head,
-            file_name=name,
+    def _decode(self, work: FrameWork) -> bytes:
+        """Decode one stored frame against its entry (any thread)."""
+        index, data, expected, checksum = work
+        return decompress_frame(
+            data,
+            file_name=self._file_name,
             index=index,
             frame_size=self.block_size,
             checksums=self._descriptor.checksums,
+            expected=expected,
+            checksum=checksum,
         )
-        header_size = zstd.frame_header_size(head)
-        self._carry = head[header_size:] + self._carry
-        parts = [head[:header_size]]
-        size = header_size
-        limit = lsz1.max_frame_bytes(self.block_size)
-        last = False
-        while not last:
-            block = self._pull(3)
-            if len(block) < 3:
-                raise ContainerError(f"{name!r} ends inside frame {index}.")
-            value = int.from_bytes(block, "little")
-            last, kind, length = bool(value & 1), (value >> 1) & 3, value >> 3
-            if kind == 3:
-                raise ContainerError(f"{name!r}: frame {index} has a reserved block.")
-            content = 1 if kind == 1 else length  # an RLE block stores one byte
-            size += 3 + content
-            if size > limit:
-                raise DecompressionLimitError(
-                    f"{name!r}: frame {index} is larger than any writer makes."
-                )
-            body = self._pull(content)
-            if len(body) < content:
-                raise ContainerError(f"{name!r} ends inside frame {index}.")
-            parts += [block, body]
-        if self._descriptor.checksums:
-            checksum = self._pull(4)
-            if len(checksum) < 4:
-                raise ContainerError(f"{name!r} ends inside frame {index}.")
-            parts.append(checksum)
-        return b"".join(parts), declared
 
-    def _verify_streamed_end(self, head: bytes) -> None:
-        """Check the seek table against the frames walked, then EOF."""
-        name = self._file_name
-        count = len(self._seen)
-        if head == lsz1.ZSTD_FRAME_MAGIC:
-            raise ContainerError(
-                f"{name!r}: frame {count - 2} is short but another frame follows; "
-                "only the last frame may be short."
-            )
-        size = lsz1.table_frame_size(count, self._descriptor.checksums)
-        frame = head + self._pull(size - len(head))
-        table = lsz1.parse_seek_table(
-            frame,
-            file_name=name,
-            descriptor=self._descriptor,
-            table_offset=self._stream_offset,
-        )
-        observed = [(e.compressed, e.decompressed) for e in self._seen[1:]]
-        if observed != [(e.compressed, e.decompressed) for e in table]:
-            raise ContainerError(
-                f"{name!r}: the LSZ1 seek table does not describe the frames stored."
-            )
-        if self._pull(1):
-            raise ContainerError(f"{name!r} has bytes after its LSZ1 seek table.")
-        self._install_table(table)
-        self._next_frame = -1
 
-    def _pull(self, count: int) -> bytes:
-        """Return ``count`` stream bytes (fewer at EOF), the carried ones first."""
-        data = self._carry[:count]
-        self._carry = self._carry[count:]
-        if len(data) < count:
-            data += read_exactly(self._source, count - len(data))
-        return data
+#: A frame to decode: its index, stored bytes, table size and table checksum.
+FrameWork = tuple[int, bytes, int, int | None]
+#: Plaintext the read-ahead may hold: at most 2 x workers frames, fewer large ones.
+AHEAD_BYTES = 16 * 1024 * 1024
 
 
 def check_frame_header(
@@ -628,8 +496,10 @@ def decompress_frame(
     frame_size: int,
     checksums: bool,
     expected: int,
+    checksum: int | None = None,
 ) -> bytes:
-    """Decompress one whole stored frame and check it against its table entry.
+    """Decompress one whole stored frame and check it against its table entry:
+    ``expected`` bytes and, with checksums, the table's ``checksum``.
 
     Safe to call from worker threads. Output is bounded: libzstd refuses to write
     past the declared content size, which must be at most ``frame_size``.
@@ -638,6 +508,8 @@ def decompress_frame(
         ContainerError, DecompressionLimitError: see ``check_frame_header``; also a
             frame that disagrees with its entry.
     """
+    if data[: len(lsz1.ZSTD_FRAME_MAGIC)] != lsz1.ZSTD_FRAME_MAGIC:
+        raise ContainerError(f"{file_name!r}: frame {index} is not a zstd frame.")
     declared = check_frame_header(
         data[: lsz1.MAX_FRAME_HEADER],
         file_name=file_name,
@@ -649,6 +521,11 @@ def decompress_frame(
         raise ContainerError(
             f"{file_name!r}: frame {index} declares {declared} bytes, its seek-table "
             f"entry {expected}."
+        )
+    if checksum is not None and int.from_bytes(data[-4:], "little") != checksum:
+        raise ContainerError(
+            f"{file_name!r}: frame {index} ends with another checksum than its "
+            "seek-table entry."
         )
     try:
         # One call (the size is declared and bounded above); extra bytes after the

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import os
 import random
 import struct
+import subprocess
+import sys
+import time
+from itertools import accumulate
+from pathlib import Path
 from typing import Any
 
+import django
 import pytest
 import zstandard as zstd
 from django.core.files.base import ContentFile
@@ -19,9 +27,11 @@ from layered_storage import ConfigurationError, FormatError
 from layered_storage.exceptions import (
     ContainerError,
     DecompressionLimitError,
+    LayeredStorageError,
     PolicyError,
 )
 from layered_storage.format import lse1, lsz1
+from layered_storage.keys import load_keyring
 from layered_storage.layers.base import (
     PAYLOAD_LSZ1,
     PAYLOAD_RAW,
@@ -29,9 +39,10 @@ from layered_storage.layers.base import (
     ReadPolicy,
 )
 from layered_storage.layers.compression import DecompressingReader, ZstdLayer
-from layered_storage.layers.encryption import AesGcmLayer
+from layered_storage.layers.encryption import AesGcmLayer, EncryptingStream
 from layered_storage.pipeline import Pipeline
 from tests.conftest import make_storage
+from tests.memory_probe import peak_rss
 from tests.utils import FRAME, SEGMENT, read_in_steps, sample, stored_bytes
 
 SMALL = 12  # 4 KiB frames keep multi-frame cases fast
@@ -333,12 +344,15 @@ def container(
             (len(frame), zstd.get_frame_parameters(frame).content_size)
             for frame in frames
         ]
-    table = lsz1.build_seek_table(
-        [lsz1.FrameEntry(lsz1.DESCRIPTOR_SIZE, 0)]
-        + [lsz1.FrameEntry(c, d) for c, d in entries],
-        checksums=False,
-    )
-    return descriptor + b"".join(frames) + table
+    return descriptor + b"".join(frames) + seek_table(entries)
+
+
+def seek_table(entries: list[tuple[int, int]], checksums: bool = False) -> bytes:
+    """Return a seek-table frame for data frames of ``(compressed, payload)`` sizes."""
+    writer = lsz1.SeekTableWriter(checksums)
+    for compressed, payload in entries:
+        writer.add(compressed, payload, 0)
+    return b"".join(writer.pieces())
 
 
 def frame(data: bytes, **options: Any) -> bytes:
@@ -350,10 +364,15 @@ def test_truthful_container_reads() -> None:
     assert reader(stored).read() == b"a" * F + b"b" * 10
 
 
+def test_table_entry_larger_than_the_frame_size_is_refused_at_open() -> None:
+    with pytest.raises(ContainerError, match="frames hold 4096 bytes"):
+        reader(container([frame(b"\x00" * (64 * F))]))
+
+
 @pytest.mark.parametrize("random_access", [False, True])
 def test_frame_larger_than_the_frame_size_is_a_bomb(random_access: bool) -> None:
-    stored = container([frame(b"\x00" * (64 * F))])
-    decoded = reader(stored)
+    bomb = frame(b"\x00" * (64 * F))
+    decoded = reader(container([bomb], [(len(bomb), F)]))  # the table lies
     if random_access:
         decoded.seek(10)
     with pytest.raises(DecompressionLimitError):
@@ -367,9 +386,13 @@ def test_frame_without_content_size_is_refused() -> None:
 
 
 def test_short_frame_before_the_last_is_refused() -> None:
-    stored = container([frame(b"a" * 10), frame(b"b" * 10)])
-    with pytest.raises(ContainerError, match="only the last frame may be short"):
-        reader(stored).read()
+    frames = [frame(b"a" * 10), frame(b"b" * 10)]
+    with pytest.raises(ContainerError, match="the last 1 to 4096"):
+        reader(container(frames))
+    # A table that calls it full is caught by the frame's own declared size.
+    lie = [(len(frames[0]), F), (len(frames[1]), 10)]
+    with pytest.raises(ContainerError, match="declares 10 bytes"):
+        reader(container(frames, lie)).read()
 
 
 def test_lying_seek_table_is_refused() -> None:
@@ -427,23 +450,310 @@ def test_mutated_containers_only_raise_format_errors(
         pass
 
 
+def read_seek_table(
+    stored: bytes, descriptor: lsz1.Descriptor | None = None
+) -> lsz1.SeekTable:
+    """Return the seek table of ``stored``, as a reader finds it."""
+    table, _ = lsz1.read_seek_table(
+        lambda offset, size: stored[offset : offset + size],
+        len(stored),
+        file_name="x",
+        descriptor=descriptor,
+        max_frame_log2=23,
+    )
+    return table
+
+
+def footer(count: int, checksums: bool = False) -> bytes:
+    flags = 0x80 if checksums else 0
+    return struct.pack("<IBI", count, flags, lsz1.SEEK_TABLE_FOOTER_MAGIC)
+
+
+DESCRIPTORS = [
+    None,
+    lsz1.Descriptor(frame_log2=SMALL, checksums=False),
+    lsz1.Descriptor(frame_log2=SMALL, checksums=True),
+]
+
+
+def parse_or_refuse(stored: bytes) -> None:
+    """Parse ``stored``'s seek table every way a reader does; when it is accepted,
+    check that it describes the stream exactly."""
+    for descriptor in DESCRIPTORS:
+        try:
+            table = read_seek_table(stored, descriptor)
+        except FormatError:
+            continue
+        width = lsz1.entry_size(table.checksums)
+        assert table.end == len(stored) - lsz1.table_frame_size(
+            table.frames + 1, table.checksums
+        )
+        assert table.end == (
+            table.offset(table.frames - 1) + table.compressed(table.frames - 1)
+            if table.frames
+            else lsz1.DESCRIPTOR_SIZE
+        )
+        assert width in (8, 12)
+
+
 @hsettings(max_examples=300, deadline=None)
-@given(st.binary(min_size=0, max_size=120), st.integers(0, 5))
-def test_seek_table_parser_takes_arbitrary_bytes(data: bytes, count: int) -> None:
-    descriptor = lsz1.Descriptor(frame_log2=SMALL, checksums=False)
-    footer = struct.pack("<IBI", count, 0, lsz1.SEEK_TABLE_FOOTER_MAGIC)
-    for candidate in (data, data + footer):
-        with contextlib.suppress(FormatError):
-            lsz1.parse_seek_table(
-                candidate, file_name="x", descriptor=descriptor, table_offset=len(data)
-            )
+@given(st.binary(max_size=200), st.integers(0, 12), st.booleans())
+def test_seek_table_parser_takes_arbitrary_bytes(
+    data: bytes, count: int, checksums: bool
+) -> None:
+    parse_or_refuse(data)
+    parse_or_refuse(data + footer(count, checksums))
     with contextlib.suppress(FormatError):
         lsz1.parse_descriptor(data, file_name="x", max_frame_log2=23)
-    for checksums in (False, True):
-        with contextlib.suppress(FormatError):
-            lsz1.implied_descriptor(
-                data + footer, file_name="x", checksums=checksums, max_frame_log2=23
-            )
+
+
+SIZES = st.one_of(
+    st.sampled_from([0, 1, 9, 10, 11, F - 1, F, F + 1, 2**23, 2**32 - 1]),
+    st.integers(0, 2**32 - 1),
+)
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(
+    entries=st.lists(st.tuples(SIZES, SIZES), max_size=6),
+    checksums=st.booleans(),
+    slack=st.integers(-12, 12),
+    frame_bytes=st.integers(0, 4000),
+)
+def test_seek_table_parser_takes_arbitrary_entries(
+    entries: list[tuple[int, int]], checksums: bool, slack: int, frame_bytes: int
+) -> None:
+    # Well-formed tables whose entries and stream geometry are anything at all.
+    table = seek_table(entries, checksums)
+    stored = bytes(lsz1.DESCRIPTOR_SIZE + max(0, frame_bytes + slack)) + table
+    parse_or_refuse(stored)
+
+
+def test_table_over_several_pieces_gives_every_offset() -> None:
+    frames = 2 * lsz1.PIECE_FRAMES + 77
+    sizes = [10 + (i * 7919) % 4000 for i in range(frames)]
+    entries = [(size, F) for size in sizes[:-1]] + [(sizes[-1], 5)]
+    stored = bytes(lsz1.DESCRIPTOR_SIZE + sum(sizes)) + seek_table(entries)
+    table = read_seek_table(stored)
+    assert (table.frames, table.size) == (frames, (frames - 1) * F + 5)
+    offsets = list(accumulate(sizes, initial=lsz1.DESCRIPTOR_SIZE))
+    for index in [0, 1, 63, 64, 65, lsz1.PIECE_FRAMES, frames - 2, frames - 1]:
+        assert table.offset(index) == offsets[index]
+        assert table.compressed(index) == sizes[index]
+
+
+def test_lie_in_a_later_piece_names_its_frame() -> None:
+    frames = lsz1.PIECE_FRAMES + 10
+    entries = [(10, F)] * frames
+    entries[lsz1.PIECE_FRAMES + 3] = (10, F - 1)
+    stored = bytes(lsz1.DESCRIPTOR_SIZE + 10 * frames) + seek_table(entries)
+    with pytest.raises(ContainerError, match=f"frame {lsz1.PIECE_FRAMES + 3} declares"):
+        read_seek_table(stored)
+
+
+class CountingStream(io.BytesIO):
+    """A stream that counts the bytes read from it."""
+
+    consumed = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        self.consumed += len(data)
+        return data
+
+
+@pytest.mark.parametrize(
+    ("count", "padding"),
+    [
+        (2**21, 24 * 1024 * 1024),  # issue 9: the table fits, the frames cannot
+        (3 * 2**19, 24 * 1024 * 1024),
+        (2**22, 24 * 1024 * 1024),  # the table itself overruns the stream
+        (lsz1.MAX_FRAMES, 0),
+        (lsz1.MAX_FRAMES + 1, 0),
+        (2**32 - 1, 0),
+    ],
+)
+def test_footer_claiming_more_frames_than_stored_fails_before_reading_them(
+    count: int, padding: int
+) -> None:
+    stored = compress(sample(3 * F), frame_log2=SMALL)
+    table = lsz1.table_frame_size(4, True)
+    hostile = stored[:-table] + bytes(padding) + footer(count, checksums=True)
+    source = CountingStream(hostile)
+    with pytest.raises(ContainerError, match=r"frames|entries"):
+        DecompressingReader(source, file_name="x", policy=OPEN)
+    assert source.consumed == lsz1.DESCRIPTOR_SIZE + lsz1.FOOTER_SIZE
+
+
+def test_table_not_starting_at_the_descriptor_fails_after_one_entry() -> None:
+    count = 2**20  # the table and the frames fit: only the entries are wrong
+    hostile = (
+        lsz1.Descriptor(SMALL, checksums=True).to_bytes()
+        + bytes((count - 1) * 10)
+        + struct.pack("<II", lsz1.SKIPPABLE_SEEK_TABLE, 12 * count + lsz1.FOOTER_SIZE)
+        + bytes(12 * count)
+        + footer(count, checksums=True)
+    )
+    source = CountingStream(hostile)
+    with pytest.raises(ContainerError, match="does not start at the descriptor"):
+        DecompressingReader(source, file_name="x", policy=OPEN)
+    # The descriptor, the footer, the table's header and entry 0.
+    assert source.consumed == lsz1.DESCRIPTOR_SIZE + lsz1.FOOTER_SIZE + 8 + 12
+
+
+def test_table_checksum_must_match_the_frame() -> None:
+    data = sample(3 * F)
+    stored = bytearray(compress(data, frame_log2=SMALL))
+    # The checksum of entry 2 (frame 1) sits 12 bytes into its 12-byte entry's end.
+    entry = len(stored) - lsz1.FOOTER_SIZE - 2 * 12 + 8
+    stored[entry] ^= 0x01
+    decoded = reader(bytes(stored))
+    assert decoded.read(F) == data[:F]
+    with pytest.raises(ContainerError, match="frame 1 ends with another checksum"):
+        decoded.read(F)
+
+
+def test_writer_refuses_more_frames_than_readers_accept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(lsz1, "MAX_FRAMES", 4)
+    assert reader(compress(sample(3 * F), frame_log2=SMALL)).read() == sample(3 * F)
+    with pytest.raises(ValueError, match="at most 3 frames"):
+        compress(sample(3 * F + 1), frame_log2=SMALL)
+
+
+# -- hostile seek tables, measured in a fresh process ------------------------------
+
+
+def hostile_files(root: Path) -> dict[str, tuple[str, int]]:
+    """Write the hostile LSZ1 files into ``root``; return each one's stack and
+    stored size by name."""
+    count = lsz1.MAX_FRAMES
+    entry = struct.pack("<III", 10, F, 0)
+    descriptor = lsz1.Descriptor(SMALL, checksums=True).to_bytes()
+    valid_table = (
+        struct.pack("<II", lsz1.SKIPPABLE_SEEK_TABLE, 12 * count + lsz1.FOOTER_SIZE)
+        + struct.pack("<III", lsz1.DESCRIPTOR_SIZE, 0, 0)
+        + entry * (count - 1)
+        + footer(count, checksums=True)
+    )
+    garbage_frames = descriptor + bytes(10 * (count - 1))
+    real = compress(sample(3 * F), frame_log2=SMALL)
+    real_body = real[: -lsz1.table_frame_size(4, True)]
+    files = {
+        # The attack of issue 9: a seek table of 2**21 entries, 24 MiB of zeros.
+        "padded-footer.bin": real_body
+        + struct.pack("<II", lsz1.SKIPPABLE_SEEK_TABLE, 12 * 2**21 + lsz1.FOOTER_SIZE)
+        + bytes(12 * 2**21)
+        + footer(2**21, checksums=True),
+        # As large a table as a reader accepts, every entry plausible, the frames
+        # zeros: the table is kept whole, then frame 0 fails.
+        "largest-table.bin": garbage_frames + valid_table,
+        # The same, but the sizes add up past the table in its last tenth.
+        "late-lie.bin": garbage_frames
+        + valid_table.replace(entry, struct.pack("<III", 11, F, 0)),
+    }
+    stacks = dict.fromkeys(files, "zstd")
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    # A key holder can write the same inside LSE1.
+    key = load_keyring(None).primary
+    sealed = EncryptingStream(
+        io.BytesIO(files["largest-table.bin"]),
+        key=key,
+        aead_id=lse1.AEAD_AES_256_GCM,
+        payload=PAYLOAD_LSZ1,
+        binding=lse1.binding_context("", "sealed-table.bin"),
+    )
+    with (root / "sealed-table.bin").open("wb") as out:
+        for chunk in sealed.chunks():
+            out.write(chunk)
+    stacks["sealed-table.bin"] = "zstd,aes-gcm"
+    return {name: (stacks[name], (root / name).stat().st_size) for name in stacks}
+
+
+def probe_hostile(root: str, name: str, layers: str) -> None:
+    """Open, size, read and seek ``name`` in ``root`` (run in a fresh process);
+    print the growth of peak RSS and the seconds and outcome of each."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+    django.setup()
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    from layered_storage import LayeredStorage
+
+    config = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": root},
+    }
+    override_settings(STORAGES={**settings.STORAGES, "probe": config}).enable()
+    storage = LayeredStorage(
+        inner="probe", layers=layers.split(","), allow_unencrypted=True
+    )
+    # Warm up on a real file: keys, zstd contexts and worker threads exist before.
+    warm = storage.save("warm-up.txt", ContentFile(sample(20 * F)))
+    with storage.open(warm) as opened:
+        opened.read()
+    before = peak_rss()
+
+    def read() -> None:
+        with storage.open(name) as opened:
+            while opened.read(1024 * 1024):
+                pass
+
+    def seek() -> None:
+        with storage.open(name) as opened:
+            opened.seek(10**9)
+            opened.read(100)
+
+    actions = {
+        "open": lambda: storage.open(name).close(),
+        "size": lambda: storage.size(name),
+        "read": read,
+        "seek": seek,
+    }
+    seconds, outcomes = {}, {}
+    for action, run in actions.items():
+        start = time.perf_counter()
+        try:
+            run()
+            outcomes[action] = "ok"
+        except LayeredStorageError as exc:
+            outcomes[action] = type(exc).__name__
+        seconds[action] = time.perf_counter() - start
+    growth = peak_rss() - before
+    print(json.dumps({"growth": growth, "seconds": seconds, "outcomes": outcomes}))
+
+
+@pytest.mark.slow
+def test_hostile_seek_tables_stay_within_memory_and_time(tmp_path: Path) -> None:
+    mib = 1024 * 1024
+    for name, (layers, stored) in hostile_files(tmp_path).items():
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from tests.layers.test_compression import probe_hostile; "
+                "probe_hostile(*sys.argv[1:])",
+                str(tmp_path),
+                name,
+                layers,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=Path(__file__).resolve().parents[2],
+            env={**os.environ, "PYTHONWARNINGS": "error"},
+        )
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        print(name, stored, result)
+        # Nothing a hostile file says makes a reader keep more than 64 MiB ...
+        assert result["growth"] < 64 * mib, (name, result)
+        # ... or work more than a second per MiB stored before failing.
+        budget = max(1.0, stored / mib)
+        assert all(t < budget for t in result["seconds"].values()), (name, result)
+        assert result["outcomes"]["read"] != "ok", (name, result)
 
 
 # -- inside LSE1: opened from the seek table -----------------------------------------
@@ -471,7 +781,7 @@ def test_enclosed_reader_sizes_and_seeks_without_reading_the_start() -> None:
     assert decoded.size == len(data)
     decoded.seek(4 * F + 3)
     assert decoded.read(F) == data[4 * F + 3 : 5 * F + 3]
-    frame_4 = lsz1.frame_offsets(decoded._load_table())[4]
+    frame_4 = decoded._table.offset(4)
     assert source.lowest == frame_4  # neither the descriptor nor frames 0 to 3
 
 
