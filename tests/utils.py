@@ -39,8 +39,11 @@ def sample(size: int, seed: int = 0) -> bytes:
     """Return ``size`` deterministic bytes, half compressible text, half random."""
     rng = random.Random(seed)
     words = [b"layered", b"storage", b"zstd", b"segment", b"frame", b"django", b" "]
-    text = b"".join(rng.choice(words) for _ in range(size // 8 + 1))[: size - size // 2]
-    return text + rng.randbytes(size // 2)
+    wanted = size - size // 2
+    text = b"".join(rng.choice(words) for _ in range(size // 8 + 1))
+    while len(text) < wanted:  # short words can fall short of the size
+        text += text
+    return text[:wanted] + rng.randbytes(size // 2)
 
 
 def read_in_steps(stream: Any, step: int) -> bytes:
