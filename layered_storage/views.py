@@ -34,6 +34,7 @@ from django.http import (
 )
 from django.utils.http import http_date
 from django.utils.module_loading import import_string
+from django.views.decorators.csrf import csrf_exempt
 
 from layered_storage import conf, http
 from layered_storage.exceptions import LayeredStorageError, TruncatedFileError
@@ -67,6 +68,7 @@ Permission = Callable[[HttpRequest, str, str], bool]
 # -- the views of urls.py ----------------------------------------------------------
 
 
+@csrf_exempt  # reads only: a POST is answered 405, not refused as a forgery
 def signed_file(request: HttpRequest, token: str, filename: str) -> HttpResponseBase:
     """Serve the file that a signed URL from ``url()`` names, until it expires."""
     if request.method not in METHODS:
@@ -89,6 +91,7 @@ def signed_file(request: HttpRequest, token: str, filename: str) -> HttpResponse
     )
 
 
+@csrf_exempt
 def protected_file(request: HttpRequest, alias: str, name: str) -> HttpResponseBase:
     """Serve ``name`` of a ``"protected"`` storage to whom its permission allows.
 

@@ -1,0 +1,19 @@
+"""URLs of the serving test project: the file views, the admin, a pdf.js page."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+
+from tests.serving_project import views
+from tests.testapp.models import Document
+
+if not admin.site.is_registered(Document):
+    admin.site.register(Document)
+
+urlpatterns = [
+    path("files/", include("layered_storage.urls")),
+    path("admin/", admin.site.urls),
+    path("page/<str:page>", views.page),
+    path("static-test/<path:name>", views.static_file),
+]
