@@ -40,6 +40,7 @@ class S3Backend(Backend):
     """
 
     inner: S3Storage
+    can_replace = True
 
     def open(self, name: str) -> ByteStream:
         return S3Reader.open(self.inner, name)

@@ -29,7 +29,7 @@ from layered_storage.exceptions import (
     FileTooLargeError,
     LayeredStorageError,
 )
-from layered_storage.files import LayeredFile, check_read_mode
+from layered_storage.files import LayeredFile, is_write_mode
 from layered_storage.layers.base import FileContext, LayerSpec, ReadPolicy, build_layers
 from layered_storage.pipeline import Pipeline, encryption_layer
 from layered_storage.streams import (
@@ -264,9 +264,35 @@ class LayeredStorage(Storage):
         encryption = self.pipeline.encryption
         return encryption is not None and encryption.bind_name
 
+    def open(
+        self,
+        name: str,
+        mode: str = "rb",
+        *,
+        encoding: str | None = None,
+        newline: str | None = None,
+    ) -> LayeredFile:
+        """Return a LayeredFile that decodes ``name`` as it is read, or (``"wb"``,
+        ``"w"``) encodes a new version of it as it is written, stored on close.
+
+        Raises:
+            ValueError: an update, append or exclusive mode.
+            ConfigurationError: writing over an inner storage that cannot replace a
+                file atomically.
+        """
+        if is_write_mode(mode) and not self.backend.can_replace:
+            raise self.backend.cannot_replace(name)
+        return LayeredFile(
+            lambda: self._decode(name),
+            name,
+            mode,
+            store=lambda plaintext: self.replace(name, File(plaintext, name)),  # type: ignore[arg-type]
+            encoding=encoding,
+            newline=newline,
+        )
+
     def _open(self, name: str, mode: str = "rb") -> LayeredFile:
-        check_read_mode(mode)
-        return LayeredFile(lambda: self._decode(name), name, mode)
+        return self.open(name, mode)
 
     def size(self, name: str) -> int:
         """Return the plaintext length, from the header and tail only."""

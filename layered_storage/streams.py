@@ -14,7 +14,9 @@ access decodes just the blocks a read touches.
 from __future__ import annotations
 
 import io
+import threading
 from abc import abstractmethod
+from collections import deque
 from collections.abc import Iterator
 from typing import BinaryIO, TypeAlias
 
@@ -312,3 +314,77 @@ class BlockReader(SeekableReader):
         while chunk := self.read(max(self.block_size, 1024 * 1024)):
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+class PipeStream(ProducerStream):
+    """Bytes written by one thread, read as a stream by another, a few chunks between.
+
+    The writing thread calls ``put`` for each chunk, then ``finish`` (or ``abort``);
+    the reading thread reads it like any other layer input. At most ``capacity``
+    chunks wait, so a writer faster than the reader waits for it and memory stays
+    bounded. When the reader stops (done or failed) it calls ``hang_up``; a writer
+    still putting then gets the reader's error instead of waiting forever.
+    """
+
+    def __init__(self, capacity: int = 4) -> None:
+        super().__init__()
+        self._capacity = capacity
+        self._queue: deque[bytes] = deque()
+        self._condition = threading.Condition()
+        self._ended = False
+        self._abort_reason: BaseException | None = None
+        self._hung_up = False
+        self._reader_error: BaseException | None = None
+
+    def put(self, chunk: bytes) -> None:
+        """Queue ``chunk`` for the reader, waiting while the queue is full.
+
+        Raises:
+            BaseException: the reader's error, if it stopped before the end.
+            BrokenPipeError: the reader stopped, or the pipe was closed.
+        """
+        with self._condition:
+            while len(self._queue) >= self._capacity and not self._hung_up:
+                self._condition.wait()
+            if self._hung_up:
+                if self._reader_error is not None:
+                    raise self._reader_error
+                raise BrokenPipeError("the reading side of the pipe is gone")
+            if self._ended:
+                raise BrokenPipeError("the pipe was closed")
+            self._queue.append(chunk)
+            self._condition.notify_all()
+
+    def finish(self) -> None:
+        """Tell the reader that no more chunks come: it reads to the end."""
+        with self._condition:
+            self._ended = True
+            self._condition.notify_all()
+
+    def abort(self, reason: BaseException) -> None:
+        """Make the reader's next read raise ``reason`` (the writer gave up)."""
+        with self._condition:
+            self._ended = True
+            self._abort_reason = reason
+            self._queue.clear()
+            self._condition.notify_all()
+
+    def hang_up(self, error: BaseException | None = None) -> None:
+        """Called by the reader when it stops; ``error`` is why, if it failed."""
+        with self._condition:
+            self._hung_up = True
+            self._reader_error = error
+            self._queue.clear()
+            self._condition.notify_all()
+
+    def _produce(self) -> bytes | None:
+        with self._condition:
+            while not self._queue and not self._ended:
+                self._condition.wait()
+            if self._abort_reason is not None:
+                raise self._abort_reason
+            if not self._queue:
+                return None
+            chunk = self._queue.popleft()
+            self._condition.notify_all()
+            return chunk

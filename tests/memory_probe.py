@@ -1,8 +1,9 @@
-"""Measure peak RSS growth of one save or one read, in a fresh process.
+"""Measure peak RSS growth of one save, write or read, in a fresh process.
 
-Run as ``python -m tests.memory_probe save|read SIZE_MIB INNER_ALIAS ROOT LAYERS``;
-prints the growth of ``VmHWM`` in bytes. A fresh process is needed because Linux
-carries a parent's peak across fork+exec into ``ru_maxrss``.
+Run as ``python -m tests.memory_probe ACTION SIZE_MIB INNER_ALIAS ROOT LAYERS`` with
+ACTION ``save``, ``write`` (through ``open(name, "wb")``) or ``read``; prints the
+growth of ``VmHWM`` in bytes. A fresh process is needed because Linux carries a
+parent's peak across fork+exec into ``ru_maxrss``.
 """
 
 from __future__ import annotations
@@ -88,6 +89,12 @@ def main(action: str, size_mib: int, inner: str, root: str, layers: str) -> None
     if action == "save":
         name = storage.save("probe.bin", generated_file(size, "probe.bin"))
         assert name == "probe.bin", name
+    elif action == "write":
+        source = GeneratedStream(size)
+        buffer = bytearray(CHUNK)
+        with storage.open("probe.bin", "wb") as writing:
+            while count := source.readinto(buffer):
+                writing.write(memoryview(buffer)[:count])
     else:
         total = 0
         with storage.open("probe.bin") as opened:

@@ -88,3 +88,17 @@ def test_512_mib_save_and_read_grow_peak_rss_under_limit(
     read = probe("read", 512, inner, tmp_path, layers)
     assert save < limit, f"save grew peak RSS by {save / MIB:.1f} MiB"
     assert read < limit, f"read grew peak RSS by {read / MIB:.1f} MiB"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("inner", ["filesystem", "s3"])
+def test_1_gib_written_through_open_wb_grows_peak_rss_under_limit(
+    tmp_path: Path, inner: str
+) -> None:
+    if inner == "s3":
+        from tests.conftest import s3_server
+
+        s3_server()
+    limit = 64 * MIB if inner == "filesystem" else 96 * MIB
+    write = probe("write", 1024, inner, tmp_path, "zstd,aes-gcm")
+    assert write < limit, f"writing grew peak RSS by {write / MIB:.1f} MiB"

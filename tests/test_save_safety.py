@@ -83,7 +83,10 @@ def as_file(stream: io.RawIOBase) -> File[bytes]:
 
 def stored_names(storage: LayeredStorage, folder: str = "") -> list[str]:
     """Return every name the inner storage holds below ``folder``, partial ones too."""
-    folders, files = storage.inner.listdir(folder)
+    try:
+        folders, files = storage.inner.listdir(folder)
+    except FileNotFoundError:  # a FileSystemStorage that never stored anything
+        return []
     prefix = f"{folder}/" if folder else ""
     names = [prefix + file for file in files]
     for sub in folders:

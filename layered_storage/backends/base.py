@@ -48,6 +48,9 @@ class NameTakenError(LayeredStorageError):
 class Backend:
     """Read and write the stored bytes of one inner storage."""
 
+    #: Whether ``replace`` can swap a name's bytes atomically on this storage.
+    can_replace = False
+
     def __init__(self, inner: Storage) -> None:
         self.inner = inner
 
@@ -96,7 +99,11 @@ class Backend:
         Raises:
             ConfigurationError: this inner storage cannot replace a file atomically.
         """
-        raise ConfigurationError(
+        raise self.cannot_replace(name)
+
+    def cannot_replace(self, name: str) -> ConfigurationError:
+        """Return the error that says why ``replace`` is refused here."""
+        return ConfigurationError(
             f"Rewriting {name!r} in place needs an inner storage that can replace a "
             f"file atomically; {type(self.inner).__name__} cannot (deleting and "
             "saving again could lose the file if the process died in between). "
@@ -130,6 +137,8 @@ class MemoryBackend(Backend):
     The copy cannot fail half-way short of the process dying, and then the whole
     storage goes with it.
     """
+
+    can_replace = True
 
     def save(self, name: str, stream: ProducerStream, *, exact_name: bool) -> str:
         with self._complete(name, stream) as complete:

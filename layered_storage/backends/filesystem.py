@@ -38,6 +38,7 @@ class FileSystemBackend(Backend):
     """A temporary file in the target folder, then an atomic link or rename."""
 
     inner: FileSystemStorage
+    can_replace = True
 
     def save(self, name: str, stream: ProducerStream, *, exact_name: bool) -> str:
         full_path = self.inner.path(name)
