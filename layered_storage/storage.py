@@ -10,11 +10,13 @@ references (an alias, layer names, a keyring setting name), never key material, 
 from __future__ import annotations
 
 import contextlib
+import difflib
+import inspect
 import io
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.files.base import File
 from django.core.files.storage import Storage, storages
@@ -85,7 +87,12 @@ class LayeredStorage(Storage):
         url_policy: str = "signed",
         url_expiry: int = 3600,
         permission: str | None = None,
+        **unknown: Any,
     ) -> None:
+        if unknown:
+            # The same message as ``manage.py check`` gives, also when a model's
+            # FileField builds the storage at import time.
+            raise ConfigurationError(_unknown_options(unknown))
         if inner is not None and not isinstance(inner, str):
             raise ConfigurationError(
                 "'inner' is the alias of a storage in settings.STORAGES (a string), "
@@ -336,6 +343,30 @@ class LayeredStorage(Storage):
             raise ValueError(NO_URL)
         return file_url(self, name)
 
+    if not TYPE_CHECKING:  # to mypy, a LayeredStorage has only its own attributes
+
+        def __getattr__(self, attribute: str) -> Any:
+            """Return a public data attribute of the inner storage (``location``,
+            ``base_url``, ``file_permissions_mode``, ``bucket_name``, ...).
+
+            Only what this class lacks comes here. Methods are not forwarded: the
+            inner ``open``, ``save`` or ``path`` would bypass the layers.
+            """
+            if attribute.startswith("_"):
+                raise AttributeError(attribute)
+            try:
+                inner = self.inner
+            except ConfigurationError as exc:
+                raise AttributeError(f"{attribute!r}: {exc}") from exc
+            value = getattr(inner, attribute)
+            if callable(value):
+                raise AttributeError(
+                    f"LayeredStorage does not forward {type(inner).__name__}."
+                    f"{attribute}(): it would bypass the layers. Use "
+                    f"storage.inner.{attribute} to work on the stored bytes."
+                )
+            return value
+
     def get_accessed_time(self, name: str) -> datetime:
         return self.inner.get_accessed_time(name)
 
@@ -361,6 +392,23 @@ class LayeredStorage(Storage):
         if _overrides(self, "get_valid_name"):
             return super().generate_filename(filename)
         return self.inner.generate_filename(filename)
+
+
+def _unknown_options(unknown: dict[str, Any]) -> str:
+    """Return the message for options that ``LayeredStorage`` does not take."""
+    known = [
+        name
+        for name in inspect.signature(LayeredStorage.__init__).parameters
+        if name not in ("self", "unknown")
+    ]
+    parts = []
+    for name in sorted(unknown):
+        close = difflib.get_close_matches(name, known, n=1)
+        parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return (
+        f"LayeredStorage has no option {', '.join(parts)}; its options are "
+        f"{', '.join(known)}."
+    )
 
 
 def _check_option(name: str, value: object, types: tuple[type, ...]) -> None:

@@ -229,3 +229,25 @@ def test_bad_url_options_are_e008(settings: Any, options: dict[str, Any]) -> Non
         private={"BACKEND": LAYERED, "OPTIONS": {"inner": "default", **options}},
     )
     assert ids(messages) == ["layered_storage.E008"]
+
+
+def test_an_option_typo_gives_the_same_message_at_import_and_in_checks(
+    settings: Any,
+) -> None:
+    from layered_storage import ConfigurationError, LayeredStorage
+
+    # A model's FileField builds its storage when the models module is imported.
+    with pytest.raises(ConfigurationError) as raised:
+        LayeredStorage(inner="default", layer=["zstd"])
+    message = str(raised.value)
+    assert "no option 'layer' (did you mean 'layers'?)" in message
+    assert raised.value.check_id == "layered_storage.E008"
+    messages = run(
+        settings,
+        typo={
+            "BACKEND": "layered_storage.LayeredStorage",
+            "OPTIONS": {"inner": "default", "layer": ["zstd"]},
+        },
+    )
+    assert ids(messages) == ["layered_storage.E008"]
+    assert message in messages[0].msg

@@ -419,3 +419,50 @@ def test_generic_save_that_fails_keeps_an_older_file(
     storage.inner.read_only = False  # type: ignore[attr-defined]
     assert storage.open("older.txt").read() == b"older"
     assert storage.listdir("")[1] == ["older.txt"]
+
+
+def test_inner_public_attributes_read_through_the_wrapper(
+    storage: LayeredStorage,
+) -> None:
+    inner = storage.inner
+    names = {
+        "FileSystemStorage": [
+            "location",
+            "base_location",
+            "base_url",
+            "file_permissions_mode",
+            "directory_permissions_mode",
+        ],
+        "InMemoryStorage": ["location", "base_url", "file_permissions_mode"],
+        "S3Storage": ["bucket_name", "location", "file_overwrite", "default_acl"],
+    }[type(inner).__name__]
+    for attribute in names:
+        assert getattr(storage, attribute) == getattr(inner, attribute), attribute
+    # What would bypass the layers stays the wrapper's own, or is refused.
+    assert storage.deconstruct()[0] == "layered_storage.LayeredStorage"
+    with pytest.raises(NotImplementedError):
+        storage.path("a.txt")
+    for attribute in dir(inner):
+        own = hasattr(LayeredStorage, attribute) or attribute.startswith("_")
+        if not own and callable(getattr(inner, attribute)):
+            with pytest.raises(AttributeError, match="bypass the layers"):
+                getattr(storage, attribute)
+    for missing in ("no_such_attribute", "_private_state"):
+        with pytest.raises(AttributeError):
+            getattr(storage, missing)
+
+
+def test_media_root_overrides_reach_the_inner_location(
+    settings: Any, tmp_path: Path
+) -> None:
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "plain-default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    }
+    storage = LayeredStorage(inner="plain-default", layers=["zstd", "aes-gcm"])
+    settings.MEDIA_ROOT = str(tmp_path / "one")
+    assert storage.base_location == str(tmp_path / "one")
+    settings.MEDIA_ROOT = str(tmp_path / "two")
+    assert storage.location == str(tmp_path / "two")
+    name = storage.save("x.txt", ContentFile(b"x"))
+    assert (tmp_path / "two" / name).exists()
