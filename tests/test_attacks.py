@@ -470,13 +470,15 @@ def with_last_size(stream: bytes, size: int) -> bytes:
     return stream[:at] + struct.pack("<I", size) + stream[at + 4 :]
 
 
-@pytest.mark.parametrize("stack", [["zstd"], ["zstd", "aes-gcm"]], ids=stack_id)
+@pytest.mark.parametrize("stack", [["zstd"]], ids=stack_id)
 def test_size_agrees_with_the_last_frame(
     settings: Any, tmp_path: Path, stack: list[str]
 ) -> None:
     # size() must not answer a length that read() then refuses: the last frame's
     # own header says how much it holds, and it lies next to the table. Compress
-    # only, anyone can change the table; inside LSE1, only a key holder.
+    # only, anyone can change the table. Inside LSE1 only a key holder can, who
+    # could as well write any consistent file: not checked there, as it would cost
+    # size() a second request on S3.
     storage = layered(settings, tmp_path, "memory", stack)
     data = sample(3 * F + 7, 12)
     name, stored = saved(storage, "last-frame.txt", data)

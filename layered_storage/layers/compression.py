@@ -322,6 +322,7 @@ class DecompressingReader(BlockReader):
             max_frame_log2=policy.max_frame_log2,
         )
         self._descriptor_checked = not enclosed
+        self._size_checked = enclosed
         self.block_size = self._descriptor.frame_size
         self.payload = self._descriptor.payload
         self._check_total(self._table.size)
@@ -331,7 +332,43 @@ class DecompressingReader(BlockReader):
 
     @property
     def size(self) -> int:
+        """Return the plaintext length, once the last frame's own header agrees
+        with the table (a length that ``read`` would then refuse is never given).
+
+        Inside LSE1 the table is authenticated: only a key holder could make it
+        disagree, and the check would cost a second request on S3, so it is skipped.
+        """
+        if not self._size_checked:
+            self._check_last_frame()
+            self._size_checked = True
         return self._table.size
+
+    def _check_last_frame(self) -> None:
+        """Check the content size the last frame declares against its entry.
+
+        Raises:
+            ContainerError, DecompressionLimitError: they disagree, or the header is
+                not a valid frame header.
+        """
+        table = self._table
+        last = table.frames - 1
+        if last < 0:
+            return
+        resume = self._source.tell()
+        head = self._read_at(table.offset(last), lsz1.MAX_FRAME_HEADER)
+        self._source.seek(resume)
+        declared = check_frame_header(
+            head[: table.compressed(last)],
+            file_name=self._file_name,
+            index=last,
+            frame_size=self.block_size,
+            checksums=self._descriptor.checksums,
+        )
+        if declared != table.decompressed(last):
+            raise ContainerError(
+                f"{self._file_name!r}: frame {last} declares {declared} bytes, its "
+                f"seek-table entry {table.decompressed(last)}."
+            )
 
     def close(self) -> None:
         self._stop_ahead()
