@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.staticfiles.views import serve as serve_static
 from django.urls import include, path
 
 from tests.serving_project import views
@@ -16,4 +17,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("page/<str:page>", views.page),
     path("static-test/<path:name>", views.static_file),
+    # The admin's CSS, so screenshots look as they do for users (DEBUG is off).
+    path("static/<path:path>", serve_static, {"insecure": True}),
 ]
