@@ -305,7 +305,12 @@ def test_svg_url_downloads_and_runs_no_script(
     )
     name = storage.save("images/logo.svg", ContentFile(svg))
     dialogs: list[Any] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    def on_dialog(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
     page.goto("/page/links")
     page.evaluate(
         """(url) => {
