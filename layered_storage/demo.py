@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import secrets
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +35,15 @@ def corpus(limit: int) -> list[Path]:
     return files
 
 
+def __getattr__(attribute: str) -> object:
+    """Give the URLconf's ``urlpatterns`` only when Django asks for them."""
+    if attribute == "urlpatterns":
+        from django.urls import include, path
+
+        return [path("files/", include("layered_storage.urls"))]
+    raise AttributeError(attribute)
+
+
 def configure(folder: Path) -> None:
     """Configure Django in-process: a generated key, local files in ``folder``."""
     import django
@@ -43,6 +53,10 @@ def configure(folder: Path) -> None:
 
     settings.configure(
         INSTALLED_APPS=["layered_storage"],
+        # This module is the URLconf (``urlpatterns`` below), so url() gives a
+        # signed link to the plaintext, signed with a key made for this run only.
+        ROOT_URLCONF=__name__,
+        SECRET_KEY=secrets.token_urlsafe(50),
         STORAGES={
             "plain": {
                 "BACKEND": "django.core.files.storage.FileSystemStorage",
@@ -123,6 +137,7 @@ def run(limit: int) -> int:
             f"{len(big) / big_read / 1e6:.0f} MB/s"
         )
         print(f"  size({victim!r}) = {storage.size(victim)} (plaintext bytes)")
+        print(f"  url() = {storage.url(victim)} (signed, serves the plaintext)")
         with storage.inner.open(victim) as raw:
             head = raw.read(16)
         print(f"  first stored bytes of it: {head.hex(' ')}")
