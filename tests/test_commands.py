@@ -1,15 +1,20 @@
-"""Management commands: keygen, and inspect, verify and rotate over real storages."""
+"""Management commands: keygen, and inspect, verify, rotate and encode over real
+storages: output, JSON, shards, exit codes, and the findings of issue 13."""
 
 from __future__ import annotations
 
 import base64
+import io
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
 from io import StringIO
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.files.base import ContentFile
-from django.core.files.storage import storages
+from django.core.files.storage import FileSystemStorage, storages
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
@@ -29,6 +34,20 @@ def run(*args: str) -> tuple[str, str]:
     return out.getvalue(), err.getvalue()
 
 
+def run_failing(*args: str, code: int) -> tuple[str, str, str]:
+    """Run a command that must fail with exit status ``code``; return its stdout,
+    stderr and error message."""
+    out, err = StringIO(), StringIO()
+    with pytest.raises(CommandError) as raised:
+        call_command(*args, stdout=out, stderr=err)
+    assert raised.value.returncode == code, raised.value
+    return out.getvalue(), err.getvalue(), str(raised.value)
+
+
+def json_lines(out: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.splitlines()]
+
+
 def test_keygen_prints_a_usable_key_with_its_id() -> None:
     out, _ = run("layered_keygen")
     text, comment = out.strip().split("  # key id ")
@@ -42,16 +61,27 @@ def test_keygen_quiet_prints_only_keys() -> None:
     assert all(len(base64.urlsafe_b64decode(k)) == 32 for k in keys)
 
 
+def vault_storages(inner: dict[str, Any], **options: Any) -> dict[str, Any]:
+    """Return the STORAGES entries of a layered storage 'vault' over ``inner``."""
+    return {
+        "vault-inner": inner,
+        "vault": {
+            "BACKEND": "layered_storage.LayeredStorage",
+            "OPTIONS": {
+                "inner": "vault-inner",
+                "layers": ["zstd", "aes-gcm"],
+                **options,
+            },
+        },
+    }
+
+
 @pytest.fixture
 def vault(settings: Any, tmp_path: Path, inner_kind: str) -> LayeredStorage:
     """A layered storage registered as STORAGES['vault'], as commands find it."""
     settings.STORAGES = {
         **settings.STORAGES,
-        "vault-inner": inner_config(inner_kind, tmp_path),
-        "vault": {
-            "BACKEND": "layered_storage.LayeredStorage",
-            "OPTIONS": {"inner": "vault-inner", "layers": ["zstd", "aes-gcm"]},
-        },
+        **vault_storages(inner_config(inner_kind, tmp_path)),
     }
     return reopened(settings)
 
@@ -71,14 +101,20 @@ def reopened(settings: Any, keys: list[str] | None = None) -> LayeredStorage:
     return storage
 
 
-def test_inspect_reads_headers(vault: LayeredStorage) -> None:
+# -- inspect ------------------------------------------------------------------------
+
+
+def test_inspect_shows_sizes_layers_and_keys(vault: LayeredStorage) -> None:
     vault.save("a/b.txt", ContentFile(b"inspect me"))
     vault.inner.save("plain.txt", ContentFile(b"legacy"))
     out, _ = run("layered_inspect", "--storage", "vault")
     key = vault.pipeline.keyring().primary.label
-    assert f"a/b.txt: {vault.inner.size('a/b.txt')} bytes stored" in out
-    assert f"zstd + AES-256-GCM, key {key}, bound to its name" in out
-    assert "plain.txt: 6 bytes stored, no layers (plaintext)" in out
+    stored = vault.inner.size("a/b.txt")
+    assert f"a/b.txt: 10 bytes, {stored} bytes stored, " in out
+    assert f"AES-256-GCM, key {key}, bound to its name" in out
+    assert "plain.txt: 6 bytes, 6 bytes stored, no layers (plaintext)" in out
+    assert "2 file(s) inspected: 1 layered, 1 plaintext" in out
+    assert re.search(rf"{key} +1 file\(s\)  primary", out)
 
 
 def test_inspect_reports_an_unreadable_header_and_goes_on(
@@ -93,21 +129,77 @@ def test_inspect_reports_an_unreadable_header_and_goes_on(
         return bytes(forged)
 
     tamper(vault.inner, broken, unknown_version)
-    out, err = StringIO(), StringIO()
-    with pytest.raises(CommandError, match="1 file"):
-        call_command("layered_inspect", "--storage", "vault", stdout=out, stderr=err)
-    assert "fine.txt: " in out.getvalue()
-    assert "FAILED broken.txt: UnsupportedFormatError" in err.getvalue()
+    out, err, message = run_failing("layered_inspect", "--storage", "vault", code=1)
+    assert "fine.txt: 4 bytes" in out
+    assert "FAILED broken.txt: UnsupportedFormatError" in err
+    assert "1 file(s) have headers that cannot be read" in message
+
+
+def test_inspect_names_a_key_the_keyring_lacks(
+    vault: LayeredStorage, settings: Any
+) -> None:
+    vault.save("old.txt", ContentFile(b"old"))
+    old_key = vault.pipeline.keyring().primary.label
+    reopened(settings, [generate_key()])
+    out, _, message = run_failing("layered_inspect", "--storage", "vault", code=1)
+    assert "old.txt: size unknown (UnknownKeyError)" in out
+    assert re.search(rf"{old_key} +1 file\(s\)  NOT IN THE KEYRING", out)
+    assert "1 use a key the keyring lacks" in message
+
+
+def test_inspect_json_gives_one_object_per_file(vault: LayeredStorage) -> None:
+    vault.save("a.txt", ContentFile(b"aaa"))
+    vault.inner.save("b.txt", ContentFile(b"bb"))
+    out, err = run("layered_inspect", "--storage", "vault", "--json", "--jobs", "4")
+    found = {record["name"]: record for record in json_lines(out)}
+    assert found["a.txt"]["size"] == 3
+    assert found["a.txt"]["key_id"] == vault.pipeline.keyring().primary.label
+    assert found["a.txt"]["layers"] == ["zstd", "AES-256-GCM"] or found["a.txt"][
+        "layers"
+    ] == ["AES-256-GCM"]
+    assert found["b.txt"] == {
+        "name": "b.txt",
+        "status": "ok",
+        "size": 2,
+        "stored_size": 2,
+        "layers": [],
+        "key_id": None,
+        "aead": None,
+        "name_bound": None,
+    }
+    assert "2 file(s) inspected" in err  # the summary stays off stdout
+
+
+# -- verify -------------------------------------------------------------------------
 
 
 def test_verify_reports_the_tampered_file(vault: LayeredStorage) -> None:
     vault.save("good.txt", ContentFile(sample(100_000)))
     bad = vault.save("bad.txt", ContentFile(sample(100_000, 2)))
     tamper(vault.inner, bad, lambda data: bytes(data[:-1]) + bytes([data[-1] ^ 1]))
-    with pytest.raises(CommandError, match="1 file"):
-        run("layered_verify", "--storage", "vault")
+    out, err, _ = run_failing("layered_verify", "--storage", "vault", code=1)
+    assert "1 of 2 files verified" in out
+    assert "FAILED bad.txt: TruncatedFileError" in err
     out, _ = run("layered_verify", "--storage", "vault", "good.txt")
     assert "1 of 1 files verified (100000 bytes" in out
+
+
+def test_verify_json_reports_failures_as_objects(vault: LayeredStorage) -> None:
+    vault.save("good.txt", ContentFile(b"good"))
+    bad = vault.save("bad.txt", ContentFile(sample(200_000)))
+    middle = len(stored_bytes(vault.inner, bad)) // 2
+    tamper(
+        vault.inner, bad, lambda d: bytes(d[:middle]) + b"\0" + bytes(d[middle + 1 :])
+    )
+    out, _, _ = run_failing("layered_verify", "--storage", "vault", "--json", code=1)
+    found = {record["name"]: record for record in json_lines(out)}
+    assert found["good.txt"] == {"name": "good.txt", "status": "verified", "size": 4}
+    assert found["bad.txt"]["status"] == "failed"
+    assert found["bad.txt"]["error"] == "SegmentAuthenticationError"
+    assert "'bad.txt' failed authentication" in found["bad.txt"]["message"]
+
+
+# -- rotate -------------------------------------------------------------------------
 
 
 def test_rotation_from_a_to_b(vault: LayeredStorage, settings: Any) -> None:
@@ -119,24 +211,62 @@ def test_rotation_from_a_to_b(vault: LayeredStorage, settings: Any) -> None:
     storage = reopened(settings, [key_b, key_a])
     out, _ = run("layered_rotate", "--storage", "vault", "--dry-run")
     assert "3 of 3 files would be re-encrypted" in out
-    out, _ = run("layered_rotate", "--storage", "vault")
+    out, _ = run("layered_rotate", "--storage", "vault", "--jobs", "3")
     assert "3 of 3 files re-encrypted" in out
     b_label = storage.pipeline.keyring().primary.label
     assert {inspect(storage, name).key_id for name in names} == {b_label}
     storage = reopened(settings, [key_b])
     for i, name in enumerate(names):
         assert storage.open(name).read() == sample(200_000, i)
+    out, _ = run("layered_rotate", "--storage", "vault")  # nothing left to do
+    assert "0 of 3 files re-encrypted" in out
 
 
-def test_rotation_reports_ids_the_keyring_lacks(
+def test_rotation_refuses_while_files_use_a_key_the_keyring_lacks(
     vault: LayeredStorage, settings: Any
 ) -> None:
-    vault.save("old.bin", ContentFile(b"old"))
-    reopened(settings, [generate_key()])
-    out, err = StringIO(), StringIO()
-    with pytest.raises(CommandError, match="could not be rotated"):
-        call_command("layered_rotate", "--storage", "vault", stdout=out, stderr=err)
-    assert "is not in the keyring" in err.getvalue()
+    key_a, key_b, key_c = generate_key(), generate_key(), generate_key()
+    reopened(settings, [key_a]).save("a.bin", ContentFile(b"a"))
+    written_by_b = reopened(settings, [key_b]).save("b.bin", ContentFile(b"b"))
+    before = stored_bytes(vault.inner, "a.bin")
+    storage = reopened(settings, [key_c, key_a])  # key_b was dropped
+    b_label = inspect(storage, written_by_b).key_id
+    for extra in ([], ["--dry-run"]):
+        _, err, message = run_failing(
+            "layered_rotate", "--storage", "vault", *extra, code=3
+        )
+        assert f"Refusing to rotate: 1 file(s) use key(s) {b_label}" in message
+        assert "nothing was changed" in message
+        assert re.search(rf"{b_label} +1 file\(s\)  NOT IN THE KEYRING", err)
+    assert stored_bytes(storage.inner, "a.bin") == before
+
+
+def test_rotation_dry_run_counts_only_what_the_run_would_do(
+    vault: LayeredStorage, settings: Any
+) -> None:
+    """Finding: --dry-run counted plaintext and damaged files."""
+    old = generate_key()
+    storage = reopened(settings, [old])
+    for i in range(3):
+        storage.save(f"old{i}.bin", ContentFile(sample(1000, i)))
+    damaged = storage.save("damaged.bin", ContentFile(sample(300_000)))
+    middle = len(stored_bytes(storage.inner, damaged)) // 2
+    tamper(
+        storage.inner,
+        damaged,
+        lambda d: bytes(d[:middle]) + b"\0" + bytes(d[middle + 1 :]),
+    )
+    storage = reopened(settings, [generate_key(), old])
+    storage.save("new.bin", ContentFile(b"already with the primary key"))
+    storage.inner.save("plain.txt", ContentFile(b"not encrypted at all"))
+    out, err, _ = run_failing(
+        "layered_rotate", "--storage", "vault", "--dry-run", code=1
+    )
+    assert "3 of 6 files would be re-encrypted" in out
+    assert "FAILED damaged.bin: SegmentAuthenticationError" in err
+    out, err, _ = run_failing("layered_rotate", "--storage", "vault", code=1)
+    assert "3 of 6 files re-encrypted" in out
+    assert "FAILED damaged.bin: SegmentAuthenticationError" in err
 
 
 def test_failed_rotation_keeps_the_original(
@@ -183,6 +313,181 @@ def test_rotation_of_a_damaged_file_keeps_it_as_it_was(
     assert stored_bytes(storage.inner, name) == damaged
 
 
+# -- encode -------------------------------------------------------------------------
+
+
+def test_encode_layers_plaintext_in_place_and_skips_the_rest(
+    vault: LayeredStorage,
+) -> None:
+    vault.inner.save("docs/a.txt", ContentFile(b"plain a"))
+    vault.inner.save("docs/b.bin", ContentFile(sample(300_000)))
+    vault.inner.save("other/c.txt", ContentFile(b"plain c"))
+    vault.save("docs/d.txt", ContentFile(b"layered already"))
+    before = stored_bytes(vault.inner, "docs/d.txt")
+    out, _ = run("layered_encode", "--storage", "vault", "--dry-run")
+    assert "3 of 4 files would be encoded (1 already layered)" in out
+    assert inspect(vault, "docs/a.txt").layers == ()
+    out, _ = run("layered_encode", "--storage", "vault", "--prefix", "docs/")
+    assert "2 of 3 files encoded (1 already layered)" in out
+    assert vault.open("docs/a.txt").read() == b"plain a"
+    assert vault.open("docs/b.bin").read() == sample(300_000)
+    assert stored_bytes(vault.inner, "docs/d.txt") == before
+    assert inspect(vault, "other/c.txt").layers == ()
+    out, _ = run("layered_encode", "--storage", "vault")
+    assert "1 of 4 files encoded (3 already layered)" in out
+    assert vault.open("other/c.txt").read() == b"plain c"
+
+
+def test_encode_says_when_the_application_cannot_read_plaintext_meanwhile(
+    vault: LayeredStorage,
+) -> None:
+    vault.inner.save("a.txt", ContentFile(b"a"))
+    _, err = run("layered_encode", "--storage", "vault", "--dry-run")
+    assert "does not set allow_plaintext" in err
+
+
+def test_encode_refuses_while_files_use_a_key_the_keyring_lacks(
+    vault: LayeredStorage, settings: Any
+) -> None:
+    vault.save("old.bin", ContentFile(b"old"))
+    vault.inner.save("plain.txt", ContentFile(b"plain"))
+    reopened(settings, [generate_key()])
+    _, _, message = run_failing("layered_encode", "--storage", "vault", code=3)
+    assert "Refusing to encode" in message
+    assert inspect(vault, "plain.txt").layers == ()
+
+
+class OwnSaveStorage(FileSystemStorage):
+    """A storage with its own ``_save``: the generic backend, which cannot replace."""
+
+    def _save(self, name: str, content: Any) -> str:
+        return str(super()._save(name, content))  # type: ignore[misc]
+
+
+def test_encode_stops_where_files_cannot_be_replaced_atomically(
+    settings: Any, tmp_path: Path
+) -> None:
+    inner = {
+        "BACKEND": "tests.test_commands.OwnSaveStorage",
+        "OPTIONS": {"location": str(tmp_path)},
+    }
+    settings.STORAGES = {**settings.STORAGES, **vault_storages(inner)}
+    (tmp_path / "a.txt").write_bytes(b"plain")
+    _, _, message = run_failing("layered_encode", "--storage", "vault", code=2)
+    assert "cannot" in message
+    assert "replace a file atomically" in message
+    assert (tmp_path / "a.txt").read_bytes() == b"plain"
+
+
+# -- choosing the storage and the files ---------------------------------------------
+
+
 def test_commands_refuse_a_storage_that_is_not_layered() -> None:
-    with pytest.raises(CommandError, match="not a LayeredStorage"):
-        run("layered_verify", "--storage", "default")
+    """Finding: the message named no layered alias."""
+    _, _, message = run_failing("layered_verify", "--storage", "default", code=2)
+    assert "STORAGES['default'] is a FileSystemStorage, not a LayeredStorage" in message
+    assert "the LayeredStorage aliases are: 'private'" in message
+
+
+def test_without_storage_the_only_layered_alias_is_used(
+    settings: Any, tmp_path: Path
+) -> None:
+    """Finding: every command defaulted to 'default', a plain storage."""
+    settings.STORAGES = {
+        "default": inner_config("filesystem", tmp_path),
+        "private": {
+            "BACKEND": "layered_storage.LayeredStorage",
+            "OPTIONS": {"inner": "default"},
+        },
+    }
+    storages["private"].save("x.txt", ContentFile(b"x"))
+    out, _ = run("layered_inspect")
+    assert "x.txt: 1 bytes" in out
+
+
+def test_without_storage_several_layered_aliases_are_named(
+    vault: LayeredStorage,
+) -> None:
+    _, _, message = run_failing("layered_verify", code=2)
+    assert "Choose a storage with --storage" in message
+    assert "'private', 'vault'" in message
+
+
+def test_wrong_arguments_exit_with_usage_status(vault: LayeredStorage) -> None:
+    for bad in (["--shard", "4/4"], ["--shard", "x"], ["--jobs", "0"]):
+        with pytest.raises(CommandError, match=r"shard|jobs"):
+            run("layered_verify", "--storage", "vault", *bad)
+
+
+def test_shards_partition_the_files(vault: LayeredStorage) -> None:
+    names = {vault.save(f"f/{i:02}.txt", ContentFile(b"%d" % i)) for i in range(40)}
+    seen: list[str] = []
+    for index in range(4):
+        out, _ = run(
+            "layered_inspect", "--storage", "vault", "--json", "--shard", f"{index}/4"
+        )
+        part = [record["name"] for record in json_lines(out)]
+        assert 0 < len(part) < 40
+        seen += part
+    assert sorted(seen) == sorted(names)
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_failures_on_a_terminal_get_lines_of_their_own(
+    vault: LayeredStorage,
+) -> None:
+    """Finding: 'verifying [        ] 1/209FAILED documents/big.bin: ...'."""
+    for i in range(5):
+        vault.save(f"f{i}.txt", ContentFile(b"fine"))
+        vault.inner.save(f"plain{i}.txt", ContentFile(b"not layered"))
+    err = Terminal()
+    with pytest.raises(CommandError):
+        call_command(
+            "layered_verify", "--storage", "vault", stdout=Terminal(), stderr=err
+        )
+    shown = [
+        line.rsplit("\r", 1)[-1].replace("\x1b[K", "")  # what the terminal shows
+        for line in err.getvalue().split("\n")
+    ]
+    failures = [line for line in shown if "FAILED" in line]
+    assert len(failures) == 5
+    assert all(line.startswith("FAILED plain") for line in failures)
+    assert "verifying  10 files, 5 failed" in shown
+
+
+# -- many files ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["filesystem", "s3"])
+def test_encode_1000_mixed_files_then_verify_them_all(
+    settings: Any, tmp_path: Path, kind: str
+) -> None:
+    settings.STORAGES = {
+        **settings.STORAGES,
+        **vault_storages(inner_config(kind, tmp_path), allow_plaintext=True),
+    }
+    vault = reopened(settings)
+    originals = {
+        f"m/{i // 100}/{i:04}.txt": sample(50 + i % 300, i) for i in range(1000)
+    }
+
+    def put(item: tuple[int, tuple[str, bytes]]) -> None:
+        index, (name, data) = item
+        target = vault.inner if index % 3 else vault  # a third already layered
+        assert target.save(name, ContentFile(data)) == name
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, enumerate(originals.items())))
+    plaintext = 666
+    out, _ = run("layered_encode", "--storage", "vault", "--jobs", "8")
+    assert f"{plaintext} of 1000 files encoded ({1000 - plaintext} already" in out
+    settings.STORAGES["vault"]["OPTIONS"]["allow_plaintext"] = False
+    vault = reopened(settings)
+    out, _ = run("layered_verify", "--storage", "vault", "--jobs", "8")
+    assert "1000 of 1000 files verified" in out
+    for name, data in list(originals.items())[::50]:
+        assert vault.open(name).read() == data

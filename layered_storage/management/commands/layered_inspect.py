@@ -1,43 +1,69 @@
-"""manage.py layered_inspect: what the headers of stored files say (no decryption)."""
+"""manage.py layered_inspect: what the headers of stored files say, and the key ids
+in use (nothing is decrypted but what the plaintext size needs)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError
 
-from layered_storage.maintenance import inspect, walk
+from layered_storage.maintenance import inspect, missing_key_ids
 from layered_storage.management.base import (
-    add_storage_argument,
-    apply_each,
+    EXIT_FAILED,
+    FileCommand,
+    Report,
+    Result,
+    key_ids_report,
     layered_storage,
+    selected_names,
 )
 
 
-class Command(BaseCommand):
+class Command(FileCommand):
     help = (
-        "Show each file's layers, key id, algorithm and name binding, read from its "
-        "header only. With no names, inspect every file in the storage."
+        "Show each file's plaintext and stored sizes, layers, key id and name "
+        "binding, read from its headers, then the key ids in use. With no names, "
+        "inspect every file in the storage."
     )
+    accepts_names = True
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        add_storage_argument(parser)
-        parser.add_argument("names", nargs="*", help="stored file names")
-
-    def handle(
-        self, *args: Any, storage: str, names: list[str], **options: Any
+    def run(
+        self,
+        *args: Any,
+        storage: str | None,
+        names: list[str],
+        prefix: str,
+        shard: Any,
+        jobs: int,
+        json: bool,
+        **options: Any,
     ) -> None:
-        layered = layered_storage(storage)
+        _, layered = layered_storage(storage)
 
-        def show(name: str) -> None:
-            info = inspect(layered, name)
-            layers = " + ".join(info.layers) or "no layers (plaintext)"
-            details = [f"{info.stored_size} bytes stored", layers]
-            if info.key_id is not None:
-                bound = "bound to its name" if info.name_bound else "not name-bound"
-                details += [f"key {info.key_id}", bound]
-            self.stdout.write(f"{name}: {', '.join(details)}")
+        def show(name: str) -> Result:
+            info = inspect(layered, name, size=True)
+            return Result("ok", info.describe(), info.as_dict())
 
-        failures = apply_each(self, "inspecting", names or list(walk(layered)), show)
-        if failures:
-            raise CommandError(f"{failures} file(s) have headers that cannot be read.")
+        report = Report(self, "inspecting", json_lines=json)
+        key_ids: Counter[str] = Counter()
+        plaintext = 0
+        targets = selected_names(layered, names=names, prefix=prefix, shard=shard)
+        for result in report.each(targets, show, jobs=jobs):
+            kid = result.fields["key_id"]
+            key_ids.update([kid] if kid is not None else [])
+            plaintext += not result.fields["layers"]
+        done = report.statuses["ok"]
+        report.summary(
+            f"{done} file(s) inspected: {done - plaintext} layered, {plaintext} "
+            f"plaintext; {report.failures} with a header that cannot be read."
+        )
+        for line in key_ids_report(layered, key_ids):
+            report.summary(line)
+        missing = missing_key_ids(layered, key_ids)
+        if report.failures or missing:
+            raise CommandError(
+                f"{report.failures} file(s) have headers that cannot be read, "
+                f"{sum(key_ids[kid] for kid in missing)} use a key the keyring lacks.",
+                returncode=EXIT_FAILED,
+            )

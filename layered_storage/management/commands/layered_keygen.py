@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from layered_storage.keys import Key, generate_key, parse_key
+from layered_storage.maintenance import new_keys
 
 
 class Command(BaseCommand):
@@ -26,10 +26,5 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, count: int, quiet: bool, **options: Any) -> None:
-        for _ in range(count):
-            text = generate_key()
-            key: Key = parse_key(text, where="the new key")
-            if quiet:
-                self.stdout.write(text)
-            else:
-                self.stdout.write(f"{text}  # key id {key.label}")
+        for line in new_keys(count, quiet=quiet):
+            self.stdout.write(line)

@@ -2,67 +2,82 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
-from layered_storage.maintenance import inspect, needs_rotation, rotate, walk
+from layered_storage.maintenance import inspect, needs_rotation, rotate, verify
 from layered_storage.management.base import (
-    add_storage_argument,
-    apply_each,
+    EXIT_FAILED,
+    FileCommand,
+    Report,
+    Result,
+    inventory_of,
+    keyring_or_error,
     layered_storage,
+    refuse_if_keys_missing,
+    selected_names,
 )
 
 
-class Command(BaseCommand):
+class Command(FileCommand):
     help = (
         "Re-encrypt every file whose header names a key other than the first of the "
-        "keyring, so the old keys can be retired. Reports key ids in use that the "
-        "keyring lacks. --dry-run only counts."
+        "keyring, so the old keys can be retired. Refuses to start while files use "
+        "a key the keyring lacks. --dry-run reads what would be rotated, writing "
+        "nothing."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        add_storage_argument(parser)
+        super().add_arguments(parser)
         parser.add_argument(
-            "--dry-run", action="store_true", help="report what would be rotated"
+            "--dry-run",
+            action="store_true",
+            help="read every file that would be rotated, to the end, but write nothing",
         )
 
-    def handle(self, *args: Any, storage: str, dry_run: bool, **options: Any) -> None:
-        layered = layered_storage(storage)
-        encryption = layered.pipeline.encryption
-        if encryption is None:
-            raise CommandError(f"STORAGES[{storage!r}] has no encryption layer.")
-        keyring = encryption.keyring
-        infos = [inspect(layered, name) for name in walk(layered)]
-        in_use = Counter(info.key_id for info in infos if info.key_id is not None)
-        missing = [kid for kid in in_use if bytes.fromhex(kid) not in keyring]
-        for kid in missing:
-            self.stderr.write(
-                f"key {kid} wrote {in_use[kid]} file(s) but is not in the keyring: "
-                "those files cannot be read or rotated until it is added back."
+    def run(
+        self,
+        *args: Any,
+        storage: str | None,
+        prefix: str,
+        shard: Any,
+        jobs: int,
+        json: bool,
+        dry_run: bool,
+        verbosity: int,
+        **options: Any,
+    ) -> None:
+        alias, layered = layered_storage(storage)
+        primary = keyring_or_error(layered, alias).primary.label
+
+        def files() -> Any:
+            return selected_names(layered, prefix=prefix, shard=shard)
+
+        inventory = inventory_of(self, layered, files(), jobs=jobs)
+        refuse_if_keys_missing(self, layered, inventory, "rotate")
+        done = "would-rotate" if dry_run else "rotated"
+
+        def rotate_one(name: str) -> Result:
+            info = inspect(layered, name)
+            fields = {"key_id": info.key_id}
+            if not needs_rotation(layered, info):
+                return Result("skipped", None, fields)
+            if dry_run:
+                verify(layered, name)  # what the real run reads, and may fail on
+            else:
+                rotate(layered, name)
+            line = f"{name}: key {info.key_id} -> {primary}" if verbosity >= 2 else None
+            return Result(done, line, {**fields, "new_key_id": primary})
+
+        report = Report(self, "rotating", json_lines=json, total=inventory.files)
+        report.run(files(), rotate_one, jobs=jobs)
+        count = report.statuses[done]
+        seen = sum(report.statuses.values()) + report.failures
+        verb = "would be re-encrypted" if dry_run else "re-encrypted"
+        report.summary(f"{count} of {seen} files {verb} with key {primary}.")
+        if report.failures:
+            raise CommandError(
+                f"{report.failures} file(s) could not be rotated; see above.",
+                returncode=EXIT_FAILED,
             )
-        todo = [
-            info
-            for info in infos
-            if needs_rotation(layered, info) and info.key_id not in missing
-        ]
-        if dry_run:
-            self.stdout.write(
-                f"{len(todo)} of {len(infos)} files would be re-encrypted with key "
-                f"{keyring.primary.label}."
-            )
-            return
-        failures = apply_each(
-            self,
-            "rotating",
-            todo,
-            lambda info: rotate(layered, info.name),
-            name=lambda info: info.name,
-        )
-        self.stdout.write(
-            f"{len(todo) - failures} of {len(infos)} files re-encrypted with key "
-            f"{keyring.primary.label}."
-        )
-        if failures or missing:
-            raise CommandError("Some files could not be rotated; see above.")

@@ -4,38 +4,55 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError
 
-from layered_storage.maintenance import verify, walk
+from layered_storage.maintenance import verify
 from layered_storage.management.base import (
-    add_storage_argument,
-    apply_each,
+    EXIT_FAILED,
+    FileCommand,
+    Report,
+    Result,
     layered_storage,
+    selected_names,
 )
 
 
-class Command(BaseCommand):
+class Command(FileCommand):
     help = (
         "Decode every file (or the named ones) completely and report each that fails: "
         "tampered, truncated, written with a key that is gone, or not layered."
     )
+    accepts_names = True
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        add_storage_argument(parser)
-        parser.add_argument("names", nargs="*", help="stored file names")
-
-    def handle(
-        self, *args: Any, storage: str, names: list[str], **options: Any
+    def run(
+        self,
+        *args: Any,
+        storage: str | None,
+        names: list[str],
+        prefix: str,
+        shard: Any,
+        jobs: int,
+        json: bool,
+        verbosity: int,
+        **options: Any,
     ) -> None:
-        layered = layered_storage(storage)
-        targets = names or list(walk(layered))
-        sizes: list[int] = []
-        failures = apply_each(
-            self, "verifying", targets, lambda name: sizes.append(verify(layered, name))
+        _, layered = layered_storage(storage)
+
+        def check(name: str) -> Result:
+            size = verify(layered, name)
+            line = f"{name}: verified, {size} bytes" if verbosity >= 2 else None
+            return Result("verified", line, {"size": size})
+
+        report = Report(self, "verifying", json_lines=json)
+        targets = selected_names(layered, names=names, prefix=prefix, shard=shard)
+        total = sum(r.fields["size"] for r in report.each(targets, check, jobs=jobs))
+        verified = report.statuses["verified"]
+        report.summary(
+            f"{verified} of {verified + report.failures} files verified "
+            f"({total} bytes of plaintext)."
         )
-        self.stdout.write(
-            f"{len(targets) - failures} of {len(targets)} files verified "
-            f"({sum(sizes)} bytes of plaintext)."
-        )
-        if failures:
-            raise CommandError(f"{failures} file(s) failed verification.")
+        if report.failures:
+            raise CommandError(
+                f"{report.failures} file(s) failed verification.",
+                returncode=EXIT_FAILED,
+            )
