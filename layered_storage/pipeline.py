@@ -177,4 +177,5 @@ class PlainReader(BlockReader):
         return count
 
     def _block(self, index: int) -> memoryview:
-        raise AssertionError("internal error: PlainReader reads directly")
+        self._source.seek(index * self.block_size)
+        return memoryview(read_exactly(self._source, self.block_size))

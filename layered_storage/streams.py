@@ -310,10 +310,38 @@ class BlockReader(SeekableReader):
         return filled
 
     def readall(self) -> bytes:
-        chunks = []
-        while chunk := self.read(max(self.block_size, 1024 * 1024)):
-            chunks.append(chunk)
-        return b"".join(chunks)
+        """Return the rest of the plaintext with as few copies as it allows.
+
+        What lies in one block is that block: a decoded frame is handed over as
+        it is (no copy at all for a small compressed file). Anything longer is
+        decoded straight into a result allocated once at its final size:
+        ``BytesIO.getvalue()`` hands over its buffer without a copy when it is
+        exactly full, so a whole-file read costs one copy of the file, not a list
+        of pieces and their join.
+        """
+        remaining = max(self.size - self._position, 0)
+        index, offset = divmod(self._position, self.block_size)
+        if not remaining:
+            return b""
+        if offset + remaining <= self.block_size:
+            block = self._block(index)
+            if len(block) < offset + remaining:
+                raise AssertionError("internal error: a block shorter than the size")
+            whole = block.obj if offset == 0 and remaining == len(block) else None
+            self._position += remaining
+            if isinstance(whole, bytes) and len(whole) == remaining:
+                return whole
+            return bytes(block[offset : offset + remaining])
+        result = io.BytesIO()
+        result.seek(remaining - 1)
+        result.write(b"\0")
+        with result.getbuffer() as view:
+            filled = self.readinto(view)
+        if filled != remaining:
+            raise AssertionError(
+                f"internal error: {filled} of {remaining} bytes decoded"
+            )
+        return result.getvalue()
 
 
 class PipeStream(ProducerStream):

@@ -21,6 +21,7 @@ from layered_storage.backends import Backend
 from layered_storage.exceptions import NotLayeredError
 from tests.conftest import make_storage
 from tests.utils import (
+    FRAME,
     FRAME_EDGES,
     SEGMENT,
     SEGMENT_EDGES,
@@ -466,3 +467,34 @@ def test_media_root_overrides_reach_the_inner_location(
     assert storage.location == str(tmp_path / "two")
     name = storage.save("x.txt", ContentFile(b"x"))
     assert (tmp_path / "two" / name).exists()
+
+
+@pytest.mark.parametrize("size", [1, SEGMENT + 3, 2 * FRAME + 5])
+@pytest.mark.parametrize("start", [0, SEGMENT + 1, FRAME + 1])
+def test_read_to_the_end_from_anywhere(
+    any_storage: LayeredStorage, size: int, start: int
+) -> None:
+    # read() with no size takes the one-block and the whole-result paths.
+    data = sample(size, 11)
+    name = any_storage.save("whole.bin", ContentFile(data))
+    with any_storage.open(name) as opened:
+        opened.seek(start)
+        assert opened.read() == data[start:]
+        assert opened.read() == b""
+
+
+@pytest.mark.parametrize("size", [0, 5, FRAME + 3])
+def test_plaintext_files_read_whole_and_by_pieces(
+    settings: Any, tmp_path: Path, size: int
+) -> None:
+    storage = make_storage(
+        settings, tmp_path, "filesystem", ["zstd", "aes-gcm"], allow_plaintext=True
+    )
+    data = b"legacy " * (size // 7) + b"x" * (size % 7)
+    storage.inner.save("legacy.txt", ContentFile(data))
+    with storage.open("legacy.txt") as opened:
+        assert opened.read() == data
+        opened.seek(size // 2)
+        assert opened.read() == data[size // 2 :]
+        opened.seek(1)
+        assert read_in_steps(opened, 1000) == data[1:]
