@@ -440,7 +440,7 @@ def test_inner_public_attributes_read_through_the_wrapper(
     for attribute in names:
         assert getattr(storage, attribute) == getattr(inner, attribute), attribute
     # What would bypass the layers stays the wrapper's own, or is refused.
-    assert storage.deconstruct()[0] == "layered_storage.LayeredStorage"
+    assert storage.deconstruct()[0] == "layered_storage.LayeredStorage"  # type: ignore[attr-defined]
     with pytest.raises(NotImplementedError):
         storage.path("a.txt")
     for attribute in dir(inner):
@@ -462,9 +462,9 @@ def test_media_root_overrides_reach_the_inner_location(
     }
     storage = LayeredStorage(inner="plain-default", layers=["zstd", "aes-gcm"])
     settings.MEDIA_ROOT = str(tmp_path / "one")
-    assert storage.base_location == str(tmp_path / "one")
+    assert storage.base_location == str(tmp_path / "one")  # type: ignore[attr-defined]
     settings.MEDIA_ROOT = str(tmp_path / "two")
-    assert storage.location == str(tmp_path / "two")
+    assert storage.location == str(tmp_path / "two")  # type: ignore[attr-defined]
     name = storage.save("x.txt", ContentFile(b"x"))
     assert (tmp_path / "two" / name).exists()
 
