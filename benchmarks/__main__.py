@@ -20,7 +20,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchmarks import MiB, cases, checks, datasets, env, memory, report, s3
+from benchmarks import (
+    MiB,
+    cases,
+    checks,
+    datasets,
+    env,
+    memory,
+    report,
+    s3,
+    serving,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "latest.json"
@@ -162,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     notes: list[str] = []
     range_probe: dict[str, Any] | None = None
+    served: dict[str, Any] | None = None
     try:
         _log("throughput:")
         sizes = FULL_SIZES if args.full else QUICK_SIZES
@@ -171,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             src = datasets.ensure("text", s3.RANGE_FILE_SIZE, workdir / "data")
             range_probe = s3.range_reads(src)
             src.unlink()
+        _log("serving (WSGI, in process):")
+        served = serving.run(workdir, _log)
         mem_records: list[dict[str, Any]] = []
         if not args.no_memory:
             _log("memory:")
@@ -195,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     s3_targets = [f"{stack}@s3" for stack in env.STACKS]
     found += checks.memory_checks(mem_records, s3_targets, " over S3")
     found += checks.range_checks(range_probe)
+    found += serving.serving_checks(served)
     info = checks.info_ratios(records, ratio_size)
     report.throughput_table(records, print)
     report.memory_table(mem_records, print)
@@ -206,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{range_probe['layered_ms_median']:.0f} ms; one plain 1 MiB ranged GET "
             f"of the stored object: {range_probe['plain_get_ms_median']:.0f} ms"
         )
+    if served is not None:
+        serving.report(served, print)
     for note in notes:
         print(note)
     if not args.no_plots:
@@ -225,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             "throughput": records,
             "memory": mem_records,
             "s3_range_reads": range_probe,
+            "serving": served,
             "checks": [check.as_dict() for check in found],
             "info_ratios": dict(info),
             "notes": notes,
