@@ -78,3 +78,14 @@ def named_setting(name: str) -> Any:
 def storages_config() -> dict[str, Any]:
     """Return ``settings.STORAGES`` (Django fills in its defaults)."""
     return dict(settings.STORAGES)
+
+
+def configured_namespaces() -> set[str]:
+    """Return every namespace the settings name: the global default and each
+    ``OPTIONS["namespace"]`` in ``settings.STORAGES``."""
+    namespaces = {str(get_setting("NAMESPACE"))}
+    for config in storages_config().values():
+        namespace = (config.get("OPTIONS") or {}).get("namespace")
+        if isinstance(namespace, str):
+            namespaces.add(namespace)
+    return namespaces

@@ -200,9 +200,18 @@ class LayeredStorage(Storage):
 
     def context(self, name: str, content_type: str | None = None) -> FileContext:
         """Return what the layers know about the file ``name``."""
+        namespace = self.namespace
         return FileContext(
-            name=name, namespace=self.namespace, content_type=content_type
+            name=name,
+            namespace=namespace,
+            content_type=content_type,
+            other_namespaces=tuple(sorted(self._namespaces - {namespace})),
         )
+
+    @cached_property
+    def _namespaces(self) -> set[str]:
+        """Return the namespaces in the settings (to explain a failed binding)."""
+        return conf.configured_namespaces()
 
     # -- the layered operations -------------------------------------------------
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from layered_storage import FormatError, LayeredStorage
+from layered_storage import FormatError, HeaderAuthenticationError, LayeredStorage
 from layered_storage.backends import Backend
 from layered_storage.exceptions import NotLayeredError
 from tests.conftest import make_storage
@@ -498,3 +498,31 @@ def test_plaintext_files_read_whole_and_by_pieces(
         assert opened.read() == data[size // 2 :]
         opened.seek(1)
         assert read_in_steps(opened, 1000) == data[1:]
+
+
+def test_a_changed_namespace_is_named_in_the_error(
+    settings: Any, tmp_path: Path
+) -> None:
+    writer = make_storage(
+        settings, tmp_path, "filesystem", ["zstd", "aes-gcm"], namespace="private"
+    )
+    name = writer.save("contract.pdf", ContentFile(b"signed"))
+    # The tutorial's storage had a namespace; the settings now have none, as the
+    # README's example. The error says so instead of a bare authentication failure.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "old": {
+            "BACKEND": "layered_storage.LayeredStorage",
+            "OPTIONS": {"inner": writer.inner_alias, "namespace": "private"},
+        },
+    }
+    reader = LayeredStorage(inner=writer.inner_alias, layers=["zstd", "aes-gcm"])
+    with pytest.raises(HeaderAuthenticationError) as raised:
+        reader.open(name)
+    assert "written under namespace 'private'" in str(raised.value)
+    assert "this storage's namespace is ''" in str(raised.value)
+    # A renamed file is not blamed on a namespace.
+    with writer.inner.open(name) as stored:
+        writer.inner.save("moved.pdf", stored)
+    with pytest.raises(HeaderAuthenticationError, match="copied or renamed"):
+        writer.open("moved.pdf")

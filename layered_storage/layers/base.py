@@ -39,6 +39,9 @@ class FileContext:
     name: str
     namespace: str = ""
     content_type: str | None = None
+    #: Namespaces other storages use: when a file fails to authenticate, the
+    #: reader tries them to say whether the namespace changed.
+    other_namespaces: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -262,6 +262,25 @@ class DecryptingReader(BlockReader):
         )
         self._schedule = lse1.KeySchedule(key.secret, header, binding)
         if not self._schedule.verify(header.commitment):
+            written_under = next(
+                (
+                    namespace
+                    for namespace in context.other_namespaces
+                    if header.name_bound
+                    and lse1.KeySchedule(
+                        key.secret, header, lse1.binding_context(namespace, name)
+                    ).verify(header.commitment)
+                ),
+                None,
+            )
+            if written_under is not None:
+                raise HeaderAuthenticationError(
+                    f"{name!r} was written under namespace {written_under!r}, and "
+                    f"this storage's namespace is {context.namespace!r}: files are "
+                    "bound to their namespace. Set OPTIONS['namespace'] (or "
+                    f"LAYERED_STORAGE['NAMESPACE']) back to {written_under!r} to "
+                    "read it."
+                )
             raise HeaderAuthenticationError(
                 f"{name!r} failed header authentication with key {key.label}: the "
                 "header was changed, another key with the same id wrote it, or the "
