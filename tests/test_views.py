@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
 import re
@@ -148,7 +149,11 @@ def saved(storage: LayeredStorage, name: str, data: bytes) -> str:
 
 
 def test_signed_url_ends_with_basename_and_is_stable(fs_files: LayeredStorage) -> None:
-    url = fs_files.url("docs/2024/report.pdf")  # no I/O: the file need not exist
+    saved(fs_files, "docs/2024/report.pdf", b"%PDF")
+    CountingFileSystemStorage.files = []
+    url = fs_files.url("docs/2024/report.pdf")
+    assert CountingFileSystemStorage.files == []  # no I/O
+    assert fs_files.url("docs/2024/missing.pdf").endswith("/missing.pdf")
     assert url.startswith("/files/")
     assert url.endswith("/report.pdf")
     assert fs_files.url("docs/2024/report.pdf") == url
@@ -512,6 +517,36 @@ def test_tampered_header_is_500_before_any_byte(
     assert repr(name) in caplog.text
 
 
+def test_tampered_final_segment_is_500_before_any_byte(files: LayeredStorage) -> None:
+    data = sample(3 * SEGMENT + 100)
+    name = saved(files, "a.pdf", data)
+
+    def flip_final(stored: bytearray) -> bytes:
+        stored[-TRAILER - 20] ^= 1  # in the final segment, before the trailer
+        return bytes(stored)
+
+    tamper(files.inner, name, flip_final)
+    for method in ("get", "head"):
+        response = getattr(Client(), method)(files.url(name))
+        assert response.status_code == 500
+        assert not response.streaming
+
+
+def test_unknown_key_is_500(
+    fs_files: LayeredStorage, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = saved(fs_files, "a.pdf", b"%PDF secret")
+    url = fs_files.url(name)
+    other_key = "q" * 42 + "Y="
+    settings.LAYERED_STORAGE = {"KEYS": [other_key]}  # the writing key is gone
+    settings.STORAGES = dict(settings.STORAGES)  # rebuild the storages
+    with caplog.at_level(logging.ERROR, logger="layered_storage.views"):
+        response = Client().get(url)
+    assert response.status_code == 500
+    assert b"secret" not in response.content
+    assert "which is not in the keyring" in caplog.text
+
+
 def test_tampered_leading_header_is_500_before_any_byte(
     fs_files: LayeredStorage,
 ) -> None:
@@ -569,14 +604,17 @@ def test_body_has_no_fileno_and_closes_once(fs_files: LayeredStorage) -> None:
         assert getattr(response, "file_to_stream", None) is None  # no sendfile path
         iterator = response.streaming_content
         assert not hasattr(iterator, "fileno")
-        assert b"".join(iterator) == data[10:]
         finished.clear()
-        response.close()
-        response.close()
-        assert len(finished) <= 2  # Django's own signal per close(), none from us
+        assert b"".join(iterator) == data[10:]  # the test client closes at the end
+        assert len(finished) == 1
+        assert CountingFileSystemStorage.open_files() == []
+        # Nothing closes again later: no __del__ that would fire request_finished
+        # from the garbage collector, in another request's time.
+        del response, iterator
+        gc.collect()
+        assert len(finished) == 1
     finally:
         request_finished.disconnect(count)
-    assert CountingFileSystemStorage.open_files() == []
     assert len(CountingFileSystemStorage.files) == 1
 
 
