@@ -646,7 +646,7 @@ def test_s3_range_costs_few_gets(settings: Any, tmp_path: Path, caplog: Any) -> 
     data = sample(8 * FRAME)
     url = storage.url(saved(storage, "big.bin", data))
     start = 3 * FRAME + 12345
-    with caplog.at_level(logging.DEBUG, logger="layered_storage.views"):
+    with caplog.at_level(logging.DEBUG, logger="layered_storage.serving"):
         response = Client().get(
             url, headers={"Range": f"bytes={start}-{start + FRAME - 1}"}
         )
