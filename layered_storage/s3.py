@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import re
+from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -102,6 +103,9 @@ class S3Reader(SeekableReader):
         #: how many object bytes it took from them.
         self.requests = 1
         self.received = len(tail)
+        #: When the version opened was stored, from the opening GET (so a caller
+        #: needs no HEAD request, as S3Storage.get_modified_time makes, for it).
+        self.last_modified: datetime | None = None
 
     @classmethod
     def open(cls, storage: S3Storage, name: str) -> S3Reader:
@@ -135,7 +139,9 @@ class S3Reader(SeekableReader):
         # clearly instead of mixing two versions' bytes.
         if response.get("ETag"):
             request["IfMatch"] = response["ETag"]
-        return cls(client, request, size, tail)
+        reader = cls(client, request, size, tail)
+        reader.last_modified = response.get("LastModified")
+        return reader
 
     @property
     def size(self) -> int:

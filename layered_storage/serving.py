@@ -15,6 +15,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
@@ -58,7 +59,7 @@ def open_served(storage: LayeredStorage, name: str) -> OpenedFile:
     reader = storage._decode(name)
     try:
         size = reader.size  # authenticates the final segment
-        modified = _modified_time(storage, name)
+        modified = _modified_time(storage, name, reader)
         etag = _etag(reader, size, modified)
     except BaseException:
         reader.close()
@@ -66,7 +67,14 @@ def open_served(storage: LayeredStorage, name: str) -> OpenedFile:
     return OpenedFile(reader, size, etag, None if modified is None else int(modified))
 
 
-def _modified_time(storage: LayeredStorage, name: str) -> float | None:
+def _modified_time(
+    storage: LayeredStorage, name: str, reader: BlockReader
+) -> float | None:
+    """Return when the stored file was written, from its reader when that knows
+    (an S3 object's opening GET), else from the inner storage."""
+    known = getattr(_stored_stream(reader), "last_modified", None)
+    if isinstance(known, datetime):
+        return known.timestamp()
     try:
         return storage.get_modified_time(name).timestamp()
     except (NotImplementedError, AttributeError):
