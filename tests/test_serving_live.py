@@ -161,6 +161,15 @@ def test_statuses_headers_and_ranges(served: tuple[LiveServer, LayeredStorage]) 
     assert (
         response.headers["Content-Disposition"] == 'attachment; filename="report.pdf"'
     )
+    # The protected policy asks the permission (staff only) before any lookup.
+    for protected in (f"/files/p/protected/{name}", "/files/p/protected/missing.pdf"):
+        response, body = server.request("GET", protected)
+        assert response.status == 403
+        assert data[:100] not in body
+    empty = storage.save(f"live/{uuid.uuid4().hex}/empty.txt", ContentFile(b""))
+    response, body = server.request("GET", storage.url(empty), {"Range": "bytes=0-0"})
+    assert (response.status, body) == (200, b"")
+    assert response.headers["Content-Length"] == "0"
 
 
 def test_tampering(served: tuple[LiveServer, LayeredStorage]) -> None:

@@ -68,6 +68,15 @@ STORAGES = {
             **LIVE.get("options", {}),
         },
     },
+    # The same files, each request checked by the default permission (staff).
+    "protected": {
+        "BACKEND": "layered_storage.LayeredStorage",
+        "OPTIONS": {
+            "inner": "inner",
+            "layers": LIVE.get("layers", ["zstd", "aes-gcm"]),
+            "url_policy": "protected",
+        },
+    },
 }
 LOGGING = {
     "version": 1,
