@@ -19,7 +19,7 @@ import posixpath
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from django.core.files.storage import FileSystemStorage, Storage
 
@@ -172,7 +172,11 @@ class Outcome(Generic[R]):
 
 
 def run_each(
-    names: Iterable[str], operation: Callable[[str], R], *, jobs: int = 1
+    names: Iterable[str],
+    operation: Callable[[str], R],
+    *,
+    jobs: int = 1,
+    storage: LayeredStorage | None = None,
 ) -> Iterator[Outcome[R]]:
     """Run ``operation`` on each name, ``jobs`` at a time; yield each outcome as it
     finishes (in listing order only with one job).
@@ -181,13 +185,18 @@ def run_each(
     so a streamed listing is never held whole. A file that fails to decode or
     vanished meanwhile is an ``Outcome`` with an error and the run goes on; any
     other error (configuration, network, disk) stops the run: files not started
-    are not started, those running finish, then it is raised.
+    are not started, those running finish, then it is raised. The threads share
+    the connection of ``storage`` (the storage ``operation`` works on), if any.
     """
     if jobs <= 1:
         for name in names:
             yield _attempt(operation, name)
         return
-    pool = ThreadPoolExecutor(jobs, thread_name_prefix="layered-maintenance")
+    pool = ThreadPoolExecutor(
+        jobs,
+        thread_name_prefix="layered-maintenance",
+        initializer=_connection_sharer(storage),
+    )
     pending: set[Future[Outcome[R]]] = set()
     try:
         for name in names:
@@ -200,6 +209,27 @@ def run_each(
             yield from (future.result() for future in done)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _connection_sharer(storage: LayeredStorage | None) -> Callable[[], None] | None:
+    """Return a thread initializer that gives the thread this thread's connection
+    to the S3 inner storage of ``storage`` (None: nothing to share).
+
+    S3Storage makes a boto3 session and resource per thread, which takes more CPU
+    than a small object's whole verification: 16 new threads spent more on that
+    than a serial run on 500 files. The client inside is thread-safe, and
+    S3Storage already shares its ``bucket`` between threads.
+    """
+    inner: Any = storage.inner if storage is not None else None
+    local = getattr(inner, "_connections", None)
+    if inner is None or not _is_s3(inner) or local is None:
+        return None
+    connection = inner.connection  # S3Storage's, made in this thread if need be
+
+    def share() -> None:
+        local.connection = connection
+
+    return share
 
 
 def _attempt(operation: Callable[[str], R], name: str) -> Outcome[R]:

@@ -260,7 +260,11 @@ def take_inventory(
     """Return the inventory of ``names``, from their headers only; ``observe`` is
     called with each file's outcome as it comes (for progress)."""
     inventory = Inventory()
-    for outcome in run_each(names, lambda name: inspect(storage, name), jobs=jobs):
+
+    def read(name: str) -> FileInfo:
+        return inspect(storage, name)
+
+    for outcome in run_each(names, read, jobs=jobs, storage=storage):
         inventory.add(outcome.value)
         if observe is not None:
             observe(outcome)

@@ -180,12 +180,14 @@ class Report:
     def __init__(
         self,
         command: BaseCommand,
+        storage: LayeredStorage,
         label: str,
         *,
         json_lines: bool = False,
         total: int | None = None,
     ) -> None:
         self.command = command
+        self.storage = storage
         self.json_lines = json_lines
         self.statuses: Counter[str] = Counter()
         self.failures = 0
@@ -201,7 +203,8 @@ class Report:
         """Run ``operation`` on each name, report it, and yield each result."""
         out, err = self.command.stdout.write, self.command.stderr.write
         try:
-            for outcome in run_each(names, operation, jobs=jobs):
+            outcomes = run_each(names, operation, jobs=jobs, storage=self.storage)
+            for outcome in outcomes:
                 name, error = outcome.name, outcome.error
                 if error is not None:
                     self.failures += 1

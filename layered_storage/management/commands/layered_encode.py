@@ -67,7 +67,9 @@ class Command(FileCommand):
                 return Result("skipped")
             return Result(done, f"{name}: {done}" if verbosity >= 2 else None)
 
-        report = Report(self, "encoding", json_lines=json, total=inventory.files)
+        report = Report(
+            self, layered, "encoding", json_lines=json, total=inventory.files
+        )
         report.run(files(), encode_one, jobs=jobs)
         count, skipped = report.statuses[done], report.statuses["skipped"]
         seen = count + skipped + report.failures

@@ -45,7 +45,7 @@ class Command(FileCommand):
             info = inspect(layered, name, size=True)
             return Result("ok", info.describe(), info.as_dict())
 
-        report = Report(self, "inspecting", json_lines=json)
+        report = Report(self, layered, "inspecting", json_lines=json)
         key_ids: Counter[str] = Counter()
         plaintext = 0
         targets = selected_names(layered, names=names, prefix=prefix, shard=shard)

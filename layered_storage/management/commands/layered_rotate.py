@@ -70,7 +70,9 @@ class Command(FileCommand):
             line = f"{name}: key {info.key_id} -> {primary}" if verbosity >= 2 else None
             return Result(done, line, {**fields, "new_key_id": primary})
 
-        report = Report(self, "rotating", json_lines=json, total=inventory.files)
+        report = Report(
+            self, layered, "rotating", json_lines=json, total=inventory.files
+        )
         report.run(files(), rotate_one, jobs=jobs)
         count = report.statuses[done]
         seen = sum(report.statuses.values()) + report.failures

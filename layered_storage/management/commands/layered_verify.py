@@ -43,7 +43,7 @@ class Command(FileCommand):
             line = f"{name}: verified, {size} bytes" if verbosity >= 2 else None
             return Result("verified", line, {"size": size})
 
-        report = Report(self, "verifying", json_lines=json)
+        report = Report(self, layered, "verifying", json_lines=json)
         targets = selected_names(layered, names=names, prefix=prefix, shard=shard)
         total = sum(r.fields["size"] for r in report.each(targets, check, jobs=jobs))
         verified = report.statuses["verified"]
