@@ -123,7 +123,24 @@ class LiveServer:
 
 def start_server(flavor: str, live: dict[str, Any], log: Path) -> LiveServer:
     """Start ``flavor`` (gunicorn, WSGI with sendfile on; uvicorn, ASGI) serving the
-    test project on a free port, and wait until it answers."""
+    test project on a free port, and wait until it answers.
+
+    A port found free can be taken before the server binds it (SeaweedFS opens
+    more ports as it starts), so a server that exits at once is tried again on
+    another port.
+    """
+    for _attempt in range(2):
+        server = _start(flavor, live, log)
+        if server is not None:
+            return server
+    server = _start(flavor, live, log)
+    if server is None:
+        raise AssertionError(f"{flavor} exited: {log.read_text()[-2000:]}")
+    return server
+
+
+def _start(flavor: str, live: dict[str, Any], log: Path) -> LiveServer | None:
+    """Start one server; return None if it exited before answering."""
     port = free_port()
     if flavor == "gunicorn":
         command = [
@@ -164,7 +181,7 @@ def start_server(flavor: str, live: dict[str, Any], log: Path) -> LiveServer:
     deadline = time.monotonic() + 60  # two cores shared with other work
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"{flavor} exited: {log.read_text()[-2000:]}")
+            return None
         with (
             contextlib.suppress(OSError),
             socket.create_connection(("127.0.0.1", port), timeout=1),
