@@ -1,0 +1,302 @@
+"""Maintenance and bulk work: the streamed walk, shards, the bounded runner, encode,
+inspect with sizes, the inventory and the offline pipeline."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.files.base import ContentFile
+from hypothesis import given
+from hypothesis import strategies as st
+
+from layered_storage import LayeredStorage
+from layered_storage.bulk import Shard, in_shard, run_each, walk
+from layered_storage.exceptions import (
+    ConfigurationError,
+    DecryptionError,
+    NotLayeredError,
+)
+from layered_storage.keys import generate_key, parse_keys
+from layered_storage.layers.base import FileContext
+from layered_storage.maintenance import (
+    encode,
+    inspect,
+    missing_key_ids,
+    offline_pipeline,
+    take_inventory,
+)
+from tests.conftest import make_storage
+from tests.utils import sample, stored_bytes
+
+NAMES = ["a.txt", "docs/x.txt", "docs/2024/y.txt", "docs/2024-old.txt", "z/z/z.txt"]
+
+
+@pytest.fixture
+def filled(storage: LayeredStorage) -> LayeredStorage:
+    for name in NAMES:
+        storage.save(name, ContentFile(name.encode()))
+    return storage
+
+
+def test_walk_yields_every_file(filled: LayeredStorage) -> None:
+    assert sorted(walk(filled)) == sorted(NAMES)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "expected"),
+    [
+        ("docs/", ["docs/x.txt", "docs/2024/y.txt", "docs/2024-old.txt"]),
+        ("docs/2024", ["docs/2024/y.txt", "docs/2024-old.txt"]),
+        ("docs/2024/", ["docs/2024/y.txt"]),
+        ("z", ["z/z/z.txt"]),
+        ("nothing/", []),
+    ],
+)
+def test_walk_takes_a_name_prefix(
+    filled: LayeredStorage, prefix: str, expected: list[str]
+) -> None:
+    assert sorted(walk(filled, prefix)) == sorted(expected)
+
+
+def test_walk_skips_unfinished_writes(fs_storage: LayeredStorage) -> None:
+    fs_storage.save("kept.txt", ContentFile(b"kept"))
+    Path(fs_storage.inner.path("sub")).mkdir()
+    for folder in ("", "sub/"):
+        Path(fs_storage.inner.path(f"{folder}.layered-0123abcd.partial")).write_bytes(
+            b"half"
+        )
+    assert list(walk(fs_storage)) == ["kept.txt"]
+
+
+def test_walk_on_s3_pages_without_holding_the_listing(
+    settings: Any, tmp_path: Path
+) -> None:
+    storage = make_storage(settings, tmp_path, "s3", ["aes-gcm"])
+    inner: Any = storage.inner
+    client = inner.connection.meta.client
+    for i in range(5):
+        client.put_object(
+            Bucket=inner.bucket_name, Key=inner._normalize_name(f"p/{i}"), Body=b"x"
+        )
+    client.put_object(  # a "folder" as consoles make them
+        Bucket=inner.bucket_name, Key=inner._normalize_name("p") + "/", Body=b""
+    )
+    pages: list[int] = []
+    paginate = client.get_paginator("list_objects_v2").paginate
+
+    def small_pages(**kwargs: Any) -> Iterator[Any]:
+        for page in paginate(PaginationConfig={"PageSize": 2}, **kwargs):
+            pages.append(len(page.get("Contents", ())))
+            yield page
+
+    class Paginator:
+        paginate = staticmethod(small_pages)
+
+    original = client.get_paginator
+    client.get_paginator = lambda operation: Paginator()
+    try:
+        names = walk(storage)
+        assert next(names) == "p/0"
+        assert pages == [2]  # one page fetched, not the whole listing
+        assert list(names) == ["p/1", "p/2", "p/3", "p/4"]
+    finally:
+        client.get_paginator = original
+
+
+# -- shards -------------------------------------------------------------------------
+
+
+def test_shard_parses_i_of_n() -> None:
+    assert Shard.parse("3/4") == Shard(3, 4)
+    for bad in ("4/4", "-1/4", "1", "a/b", "1/0", "1/2/3"):
+        with pytest.raises(ValueError, match="shard"):
+            Shard.parse(bad)
+
+
+def test_shard_of_a_name_is_stable() -> None:
+    # The hash is part of the interface: machines with other Python versions must
+    # agree. SHA-256 of the UTF-8 name, first 8 bytes big-endian, modulo N.
+    for name, index in (("a.txt", 1), ("scans/0042.pdf", 0), ("é/ü.bin", 3)):
+        digest = hashlib.sha256(name.encode("utf-8")).digest()
+        assert int.from_bytes(digest[:8], "big") % 4 == index
+        assert [i for i in range(4) if in_shard(name, Shard(i, 4))] == [index]
+
+
+@given(st.lists(st.text(min_size=1), max_size=50), st.integers(1, 12))
+def test_shards_partition_any_names(names: list[str], count: int) -> None:
+    for name in names:
+        owners = [i for i in range(count) if in_shard(name, Shard(i, count))]
+        assert len(owners) == 1
+
+
+# -- the runner ---------------------------------------------------------------------
+
+
+def test_run_each_keeps_few_names_in_flight() -> None:
+    drawn = 0
+    finished = 0
+    lock = threading.Lock()
+    most_ahead = 0
+
+    def names() -> Iterator[str]:
+        nonlocal drawn, most_ahead
+        for i in range(200):
+            with lock:
+                drawn += 1
+                most_ahead = max(most_ahead, drawn - finished)
+            yield str(i)
+
+    def work(name: str) -> int:
+        nonlocal finished
+        time.sleep(0.001)
+        with lock:
+            finished += 1
+        return int(name)
+
+    outcomes = list(run_each(names(), work, jobs=4))
+    assert sorted(o.value for o in outcomes if o.value is not None) == list(range(200))
+    assert most_ahead <= 2 * 4 + 1
+
+
+@pytest.mark.parametrize("jobs", [1, 4])
+def test_run_each_reports_file_errors_and_goes_on(jobs: int) -> None:
+    def work(name: str) -> str:
+        if name == "bad":
+            raise DecryptionError("'bad' failed authentication")
+        if name == "gone":
+            raise FileNotFoundError(name)
+        return name
+
+    outcomes = {o.name: o for o in run_each(["a", "bad", "gone", "b"], work, jobs=jobs)}
+    assert outcomes["a"].value == "a"
+    assert isinstance(outcomes["bad"].error, DecryptionError)
+    assert isinstance(outcomes["gone"].error, FileNotFoundError)
+    assert outcomes["b"].value == "b"
+
+
+@pytest.mark.parametrize("jobs", [1, 4])
+@pytest.mark.parametrize("error", [OSError("disk full"), ConfigurationError("no")])
+def test_run_each_stops_at_other_errors(jobs: int, error: Exception) -> None:
+    started: list[str] = []
+
+    def work(name: str) -> None:
+        started.append(name)
+        if name == "3":
+            raise error
+
+    with pytest.raises(type(error)):
+        list(run_each((str(i) for i in range(1000)), work, jobs=jobs))
+    assert len(started) < 20  # the rest never started
+
+
+# -- one file ---------------------------------------------------------------------
+
+
+def test_encode_layers_plaintext_and_leaves_layered_files(
+    any_storage: LayeredStorage,
+) -> None:
+    data = sample(200_000)
+    any_storage.inner.save("plain.bin", ContentFile(data))
+    layered = any_storage.save("layered.bin", ContentFile(b"layered"))
+    before = stored_bytes(any_storage.inner, layered)
+    assert encode(any_storage, "plain.bin", dry_run=True)
+    assert stored_bytes(any_storage.inner, "plain.bin") == data
+    assert encode(any_storage, "plain.bin")
+    assert inspect(any_storage, "plain.bin").layered
+    assert any_storage.open("plain.bin").read() == data
+    assert not encode(any_storage, "plain.bin")  # never twice
+    assert not encode(any_storage, layered)
+    assert stored_bytes(any_storage.inner, layered) == before
+    assert any_storage.listdir("")[1] == sorted(["layered.bin", "plain.bin"])
+
+
+def test_encode_reads_the_version_it_inspected(
+    fs_storage: LayeredStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file layered by another process between the header check and the read
+    is not encoded twice: the check and the read use one open file."""
+    fs_storage.inner.save("race.txt", ContentFile(b"plaintext"))
+    original_open = fs_storage.backend.open
+
+    def open_then_race(name: str) -> Any:
+        stored = original_open(name)
+        fs_storage.replace(name, ContentFile(b"layered by another process"))
+        return stored
+
+    monkeypatch.setattr(fs_storage.backend, "open", open_then_race)
+    assert encode(fs_storage, "race.txt")
+    monkeypatch.undo()
+    # One layer of encoding, over the version that was inspected.
+    assert fs_storage.open("race.txt").read() == b"plaintext"
+
+
+def test_inspect_with_size_reads_the_plaintext_length(storage: LayeredStorage) -> None:
+    name = storage.save("s.bin", ContentFile(sample(3 * 1024 * 1024)))
+    storage.inner.save("p.txt", ContentFile(b"12345"))
+    assert inspect(storage, name).size is None
+    assert inspect(storage, name, size=True).size == 3 * 1024 * 1024
+    assert inspect(storage, "p.txt", size=True).size == 5
+
+
+def test_inspect_names_why_the_size_is_unknown(settings: Any, tmp_path: Path) -> None:
+    settings.LAYERED_STORAGE = {"KEYS": [generate_key()]}
+    writer = make_storage(settings, tmp_path, "filesystem", ["aes-gcm"])
+    name = writer.save("k.bin", ContentFile(b"secret"))
+    settings.LAYERED_STORAGE = {"KEYS": [generate_key()]}
+    reader = LayeredStorage(inner=writer.inner_alias, layers=["aes-gcm"])
+    info = inspect(reader, name, size=True)
+    assert info.size is None
+    assert info.size_error is not None
+    assert info.size_error.startswith("UnknownKeyError: 'k.bin' was encrypted")
+    assert info.key_id is not None
+    assert missing_key_ids(reader, [info.key_id]) == [info.key_id]
+
+
+def test_inventory_counts_keys_plaintext_and_unreadable(
+    fs_storage: LayeredStorage,
+) -> None:
+    for i in range(3):
+        fs_storage.save(f"l{i}", ContentFile(b"x"))
+    fs_storage.inner.save("plain", ContentFile(b"plain"))
+    fs_storage.inner.save("bad", ContentFile(b"\x89LSE\r\n\x1a\n" + b"\x09" * 100))
+    inventory = take_inventory(fs_storage, walk(fs_storage), jobs=2)
+    assert inventory.files == 5
+    assert inventory.plaintext == 1
+    assert inventory.unreadable == 1
+    primary = fs_storage.pipeline.keyring().primary.label
+    assert dict(inventory.key_ids) == {primary: 3}
+
+
+# -- without a storage --------------------------------------------------------------
+
+
+def test_offline_pipeline_reads_and_writes_what_the_storage_does(
+    fs_storage: LayeredStorage, settings: Any
+) -> None:
+    keyring = parse_keys(settings.LAYERED_STORAGE["KEYS"], source="test")
+    pipeline = offline_pipeline(keyring)
+    context = FileContext(name="o.bin", namespace="")
+    data = sample(500_000)
+    stored = pipeline.encode(io.BytesIO(data), context).read()
+    fs_storage.inner.save("o.bin", ContentFile(stored))
+    assert fs_storage.open("o.bin").read() == data
+    name = fs_storage.save("s.bin", ContentFile(data))
+    reader = offline_pipeline(keyring, ["aes-gcm"]).decode(
+        io.BytesIO(stored_bytes(fs_storage.inner, name)), FileContext(name=name)
+    )
+    assert reader.read() == data
+
+
+def test_offline_pipeline_needs_keys_to_encrypt() -> None:
+    with pytest.raises(ConfigurationError, match="needs a key"):
+        offline_pipeline(None, ["zstd", "aes-gcm"])
+    pipeline = offline_pipeline(None, ["zstd"], allow_unencrypted=True)
+    with pytest.raises(NotLayeredError):
+        pipeline.decode(io.BytesIO(b"plain"), FileContext(name="p"))
