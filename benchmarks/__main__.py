@@ -26,6 +26,7 @@ from benchmarks import (
     checks,
     datasets,
     env,
+    files,
     memory,
     report,
     s3,
@@ -105,6 +106,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-memory", action="store_true", help="skip RSS probes")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument(
+        "--update-docs",
+        action="store_true",
+        help="write the plots into docs/_static (default: benchmarks/results/)",
+    )
     parser.add_argument("--json", type=Path, default=RESULTS, help="JSON output path")
     return parser.parse_args(argv)
 
@@ -173,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     range_probe: dict[str, Any] | None = None
     served: dict[str, Any] | None = None
+    file_api: dict[str, Any] | None = None
     try:
         _log("throughput:")
         sizes = FULL_SIZES if args.full else QUICK_SIZES
@@ -184,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
             src.unlink()
         _log("serving (WSGI, in process):")
         served = serving.run(workdir, _log)
+        _log("file API (read(), open('wb')):")
+        file_api = files.run(workdir, _log)
         mem_records: list[dict[str, Any]] = []
         if not args.no_memory:
             _log("memory:")
@@ -209,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     found += checks.memory_checks(mem_records, s3_targets, " over S3")
     found += checks.range_checks(range_probe)
     found += serving.serving_checks(served)
+    found += files.file_checks(file_api)
     info = checks.info_ratios(records, ratio_size)
     report.throughput_table(records, print)
     report.memory_table(mem_records, print)
@@ -222,12 +232,18 @@ def main(argv: list[str] | None = None) -> int:
         )
     if served is not None:
         serving.report(served, print)
+    if file_api is not None:
+        files.report(file_api, print)
     for note in notes:
         print(note)
     if not args.no_plots:
-        report.plot_throughput(records, ratio_size, STATIC / "throughput.png")
+        # The committed plots change only when asked: a run on a noisy machine
+        # should not rewrite what the docs show.
+        plots = STATIC if args.update_docs else RESULTS.parent
+        plots.mkdir(parents=True, exist_ok=True)
+        report.plot_throughput(records, ratio_size, plots / "throughput.png")
         if mem_records:
-            report.plot_memory(mem_records, STATIC / "memory.png")
+            report.plot_memory(mem_records, plots / "memory.png")
     elapsed = time.perf_counter() - started
     report.write_json(
         args.json,
@@ -242,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             "memory": mem_records,
             "s3_range_reads": range_probe,
             "serving": served,
+            "file_api": file_api,
             "checks": [check.as_dict() for check in found],
             "info_ratios": dict(info),
             "notes": notes,

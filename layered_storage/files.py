@@ -123,8 +123,9 @@ class LayeredFile(File):  # type: ignore[type-arg]
             super().close()
             return
         file: Any = self.file
+        upload.closing = True
         try:
-            file.close()  # the last buffered bytes go into the pipe
+            file.close()  # the last buffered bytes go to the save
         except BaseException as exc:
             upload.abort(exc)
             raise
@@ -162,11 +163,11 @@ class WriteAbortedError(Exception):
 
 
 class PipeWriter(io.RawIOBase):
-    """The raw end of a writable file: every write becomes a chunk in the pipe."""
+    """The raw end of a writable file: every write becomes a chunk for ``put``."""
 
-    def __init__(self, pipe: PipeStream) -> None:
+    def __init__(self, put: Callable[[bytes], None]) -> None:
         super().__init__()
-        self._pipe = pipe
+        self._put = put
         self.written = 0
 
     def writable(self) -> bool:
@@ -188,24 +189,54 @@ class PipeWriter(io.RawIOBase):
     def write(self, data: Any) -> int:
         chunk = bytes(data)  # the caller may reuse its buffer
         if chunk:
-            self._pipe.put(chunk)
+            self._put(chunk)
             self.written += len(chunk)
         return len(chunk)
 
 
 class Upload:
-    """A save running in its own thread, reading what the file's writes put in
-    ``pipe``. Dropping its file without ``close()`` aborts it, storing nothing."""
+    """The save of what a writable file is given.
+
+    A file that fits in the write buffer is stored on close, in the calling thread.
+    A larger one is stored by a thread of its own, started with the first full
+    buffer and fed through ``pipe``. Dropping the file without ``close()`` aborts
+    that save, storing nothing.
+    """
 
     def __init__(self, store: Store, name: str) -> None:
+        self._store = store
+        self._name = name
         self.pipe = PipeStream()
-        self.writer = PipeWriter(self.pipe)
+        self.writer = PipeWriter(self.put)
+        #: Set by the file just before its last bytes are flushed.
+        self.closing = False
+        self._stored = False
         self._outcome: list[BaseException] = []
+        self._thread: threading.Thread | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+
+    def put(self, chunk: bytes) -> None:
+        """Take the next chunk of the file.
+
+        Raises:
+            BrokenPipeError: the write was abandoned or is finished.
+        """
+        if self._stored:
+            raise BrokenPipeError(f"writing {self._name!r} is over")
+        if self._thread is None:
+            if self.closing:  # the whole file: store it here, with no hand-off
+                self._stored = True
+                self._store(io.BytesIO(chunk))
+                return
+            self._start()
+        self.pipe.put(chunk)
+
+    def _start(self) -> None:
         # Neither the thread nor the finalizer may refer to this object, or it
         # would never be collected when its file is dropped.
         self._thread = threading.Thread(
             target=_run_store,
-            args=(store, self.pipe, self._outcome),
+            args=(self._store, self.pipe, self._outcome),
             name="layered-storage-write",
             daemon=True,
         )
@@ -213,15 +244,23 @@ class Upload:
         self._finalizer = weakref.finalize(
             self,
             self.pipe.abort,
-            WriteAbortedError(f"{name!r} was never closed, so nothing was stored"),
+            WriteAbortedError(
+                f"{self._name!r} was never closed, so nothing was stored"
+            ),
         )
 
     def finish(self) -> None:
-        """Wait for the save to store everything written.
+        """Store everything written, or wait for the save to have done so.
 
         Raises:
             BaseException: what made the save fail (nothing was stored).
         """
+        if self._thread is None:
+            if not self._stored:  # nothing was written: an empty file
+                self._stored = True
+                self._store(io.BytesIO(b""))
+            return
+        assert self._finalizer is not None
         self._finalizer.detach()
         self.pipe.finish()
         self._thread.join()
@@ -230,6 +269,10 @@ class Upload:
 
     def abort(self, reason: BaseException) -> None:
         """Make the save fail with ``reason`` and wait for it to clean up."""
+        if self._thread is None:
+            self._stored = True  # nothing started, and nothing will be stored
+            return
+        assert self._finalizer is not None
         self._finalizer.detach()
         self.pipe.abort(reason)
         self._thread.join()

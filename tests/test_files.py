@@ -56,34 +56,43 @@ def test_writing_replaces_the_old_version_only_on_close(
     assert stored_names(storage) == [name]
 
 
+def writers() -> list[threading.Thread]:
+    """Return the threads of writable files still running."""
+    return [t for t in threading.enumerate() if t.name == "layered-storage-write"]
+
+
 def write_then_fail(storage: LayeredStorage, name: str, data: bytes) -> None:
     with storage.open(name, "wb") as file:
         file.write(data)
         raise RuntimeError("report failed")
 
 
-def test_an_exception_inside_with_stores_nothing(storage: LayeredStorage) -> None:
+@pytest.mark.parametrize("size", [100, 3 * MiB])  # stored on close, or by a thread
+def test_an_exception_inside_with_stores_nothing(
+    storage: LayeredStorage, size: int
+) -> None:
     old = sample(MiB, 3)
     name = storage.save("doc.txt", ContentFile(old))
     with pytest.raises(RuntimeError, match="report failed"):
-        write_then_fail(storage, name, sample(3 * MiB, 4))
+        write_then_fail(storage, name, sample(size, 4))
     assert storage.open(name).read() == old
     with pytest.raises(RuntimeError, match="report failed"):
-        write_then_fail(storage, "new.txt", sample(3 * MiB, 5))
+        write_then_fail(storage, "new.txt", sample(size, 5))
     assert stored_names(storage) == [name]
+    assert not writers()  # none left waiting
 
 
-def test_a_file_never_closed_stores_nothing(storage: LayeredStorage) -> None:
+@pytest.mark.parametrize("size", [100, 3 * MiB])
+def test_a_file_never_closed_stores_nothing(storage: LayeredStorage, size: int) -> None:
     file = storage.open("lost.bin", "wb")
-    file.write(sample(3 * MiB, 6))
-    threads = threading.active_count()
+    file.write(sample(size, 6))
     del file
     gc.collect()
-    for _ in range(100):  # the writing thread ends once it sees the abort
-        if threading.active_count() < threads:
+    for _ in range(100):  # a writing thread ends once it sees the abort
+        if not writers():
             break
         threading.Event().wait(0.02)
-    assert threading.active_count() < threads
+    assert not writers()
     assert stored_names(storage) == []
 
 
