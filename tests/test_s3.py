@@ -12,7 +12,7 @@ import pytest
 from django.core.files.base import ContentFile, File
 
 from layered_storage import LayeredStorage
-from layered_storage.s3 import S3Reader
+from layered_storage.backends.s3 import S3Reader
 from tests.conftest import make_storage
 from tests.memory_probe import GeneratedStream, generated_file
 from tests.test_storage import FailingContent

@@ -25,7 +25,7 @@ from layered_storage.backends.base import (
 def backend_for(inner: Storage) -> Backend:
     """Return the adapter that reads and writes ``inner``'s stored bytes."""
     if _is_s3(inner):
-        from layered_storage.s3 import S3Backend
+        from layered_storage.backends.s3 import S3Backend
 
         return S3Backend(inner)
     if filesystem.handles(inner):

@@ -10,7 +10,7 @@ inner storage. It promises three things that a plain ``Storage`` does not:
   name never holds nothing or a partial file (key rotation, adoption of plaintext).
 
 Subclasses: ``filesystem.FileSystemBackend`` (a temporary file, then a link or an
-atomic rename), ``layered_storage.s3.S3Backend`` (uploads, which S3 makes atomic).
+atomic rename), ``s3.S3Backend`` (uploads, which S3 makes atomic).
 Any other storage gets ``GenericBackend``: its ``save()`` and ``open()``, with the
 best cleanup a plain ``Storage`` allows, and no ``replace``.
 """
