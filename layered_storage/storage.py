@@ -9,11 +9,9 @@ references (an alias, layer names, a keyring setting name), never key material, 
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import inspect
-import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -26,6 +24,7 @@ from django.utils.module_loading import import_string
 from layered_storage import conf
 from layered_storage.backends import Backend, NameTakenError, backend_for
 from layered_storage.backends.base import is_partial
+from layered_storage.content import ContentReader, rewindable, too_large
 from layered_storage.exceptions import (
     ConfigurationError,
     FileTooLargeError,
@@ -36,14 +35,10 @@ from layered_storage.layers.base import FileContext, LayerSpec, ReadPolicy, buil
 from layered_storage.pipeline import Pipeline, encryption_layer
 from layered_storage.streams import (
     BlockReader,
-    ByteStream,
     ProducerStream,
-    fill_from,
-    read_exactly,
 )
 
 _SAVE_ATTEMPTS = 3
-_CHUNK = 1024 * 1024
 
 
 @deconstructible(path="layered_storage.LayeredStorage")
@@ -236,7 +231,7 @@ class LayeredStorage(Storage):
                 # writer took ``name`` meanwhile), but the file is bound to ``name``
                 # and would never open there: it is ours, and useless.
                 self.inner.delete(saved)
-            if not _rewindable(content):
+            if not rewindable(content):
                 break
             name = self.get_available_name(name)
         raise LayeredStorageError(
@@ -274,7 +269,7 @@ class LayeredStorage(Storage):
         except (AttributeError, OSError, TypeError, ValueError):
             return
         if isinstance(size, int) and size > limit:
-            raise FileTooLargeError(_too_large(name, limit))
+            raise FileTooLargeError(too_large(name, limit))
 
     def _binds_names(self) -> bool:
         encryption = self.pipeline.encryption
@@ -452,87 +447,6 @@ def _overrides(storage: LayeredStorage, *methods: str) -> bool:
     return any(
         getattr(type(storage), method) is not getattr(LayeredStorage, method)
         for method in methods
-    )
-
-
-def _rewindable(content: Any) -> bool:
-    """Return whether ``content`` can be read again from the start."""
-    seekable = getattr(content, "seekable", None)
-    return bool(seekable()) if callable(seekable) else False
-
-
-class ContentReader(ProducerStream):
-    """Read the caller's content, never closing or keeping it.
-
-    Content is read the way Django's own storages read it, through ``chunks()``
-    (which rewinds seekable content), in 1 MiB chunks. A plain ``File`` over a
-    binary file is read straight into the buffers of the layer that reads it
-    instead (``readinto``), with no chunk of its own in between.
-    """
-
-    def __init__(
-        self,
-        content: File,  # type: ignore[type-arg]
-        *,
-        name: str = "",
-        limit: int | None = None,
-    ) -> None:
-        super().__init__()
-        self._name = name
-        self._limit = limit
-        underlying = getattr(content, "file", None)
-        self._file: ByteStream | None = None
-        if type(content).chunks is File.chunks and hasattr(underlying, "readinto"):
-            with contextlib.suppress(AttributeError, io.UnsupportedOperation):
-                content.seek(0)  # as File.chunks does
-            self._file = underlying
-            return
-        try:
-            chunks = content.chunks(_CHUNK)  # 64 KiB by default: too many calls
-        except TypeError:  # an override that takes no size
-            chunks = content.chunks()
-        self._chunks: Iterator[bytes | str] = iter(chunks)
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        if self._file is None:
-            return self._counted(super().readinto(buffer))
-        count = fill_from(self._file, buffer)
-        self._produced += count
-        return self._counted(count)
-
-    def read(self, size: int | None = -1) -> bytes:
-        if self._file is None or size is None or size < 0:
-            data = super().read(size)
-        else:
-            data = read_exactly(self._file, size)
-            self._produced += len(data)
-        self._counted(len(data))
-        return data
-
-    def _produce(self) -> bytes | None:
-        if self._file is not None:
-            return read_exactly(self._file, _CHUNK) or None
-        chunk = next(self._chunks, None)
-        if chunk is None:
-            return None
-        return chunk.encode("utf-8") if isinstance(chunk, str) else chunk
-
-    def _counted(self, count: int) -> int:
-        """Return ``count``, once the content read so far is within the limit.
-
-        Raises:
-            FileTooLargeError: more content than ``max_file_size`` allows; the save
-                fails, so nothing is stored.
-        """
-        if self._limit is not None and self._produced > self._limit:
-            raise FileTooLargeError(_too_large(self._name, self._limit))
-        return count
-
-
-def _too_large(name: str, limit: int) -> str:
-    return (
-        f"{name!r} is larger than this storage's max_file_size of {limit} bytes; "
-        "nothing was stored."
     )
 
 
