@@ -1,130 +1,165 @@
-"""The Django file_storage tests that do not apply to a LayeredStorage, and why.
+"""The tests of Django's suites that do not apply to a LayeredStorage, and why.
 
-Each entry is an ``fnmatch`` pattern over the test id (``module.Class.method``;
-``*`` in the class position covers FileStorageTests and the four Django classes that
-inherit its tests), the reason, and whether it applies only to stacks with an
-encryption layer (which binds each file to its name).
-Everything else in Django's suite runs and must pass. A pattern that matches nothing
-(e.g. a test a newer Django removed) is reported by the runner, not an error.
+Each entry is an ``fnmatch`` pattern over the test id (``package.module.Class.
+method``; in ``file_storage``, ``*`` in the class position covers FileStorageTests
+and the four classes that inherit its tests), the reason, and when it applies: only
+before a Django release, or only as root. The same exclusions hold for every layer
+stack. Everything else the labels select (see ``suites``) runs and must pass.
+
+Each exclusion is of one ``kind``:
+
+- ``path``: the test reaches the stored file through ``path()`` or the OS, to read
+  its bytes or metadata or to move it: a LayeredStorage has no local path holding
+  the plaintext (``path()`` raises NotImplementedError by design), and the stored
+  bytes are encoded;
+- ``class-path``: the test asserts the backend's own class path (what
+  ``deconstruct()`` gives, the class a dotted path names);
+- ``fs-internals``: the test checks how FileSystemStorage itself does its work
+  (which OS calls its ``_save`` makes, that it moves an upload's temporary file
+  into place), which no storage that encodes the bytes can do the same way;
+- ``environment``: the test cannot pass on this machine whatever the storage.
+
+A pattern that matches nothing (a test another Django version lacks) is reported
+by the runner, not an error.
 """
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
+
+#: The kinds of exclusion (see above).
+KINDS = ("path", "class-path", "fs-internals", "environment")
 
 
 class Exclusion(NamedTuple):
     pattern: str
+    kind: str
     reason: str
-    encrypted_only: bool = False
     #: Applies only to Django releases before this one (a test that changed).
     before_django: tuple[int, int] | None = None
+    #: Applies only when the tests run as root (whom file modes do not stop).
+    as_root_only: bool = False
 
 
-_T = "file_storage.tests."
-#: The layers that bind a file to its name (see LayeredStorage._save).
-ENCRYPTION_LAYERS = frozenset({"aes-gcm", "chacha20-poly1305"})
+_FS = "file_storage.tests."
+_UPLOADS = "file_uploads.tests."
+_IMAGES = "model_fields.test_imagefield."
 
 EXCLUSIONS: tuple[Exclusion, ...] = (
-    # -- path(): a LayeredStorage has no local path holding the file ---------------
+    # == file_storage ================================================================
+    Exclusion(_FS + "*.test_file_path", "path", "asserts storage.path(name)"),
     Exclusion(
-        _T + "*.test_file_path",
-        "asserts storage.path(name)",
+        _FS + "*.test_file_methods_pathlib_path", "path", "asserts storage.path(Path)"
     ),
     Exclusion(
-        _T + "*.test_file_methods_pathlib_path",
-        "asserts storage.path(Path(...))",
+        _FS + "*.test_file_storage_preserves_filename_case",
+        "path",
+        "asserts storage.path(name) (the write through open(name, 'w') before it "
+        "works)",
     ),
     Exclusion(
-        _T + "*.test_file_get_accessed_time",
+        _FS + "*.test_file_get_accessed_time",
+        "path",
         "compares with os.path.getatime(storage.path(name))",
     ),
     Exclusion(
-        _T + "*.test_file_get_created_time",
+        _FS + "*.test_file_get_created_time",
+        "path",
         "compares with os.path.getctime(storage.path(name))",
     ),
     Exclusion(
-        _T + "*.test_file_get_modified_time",
+        _FS + "*.test_file_get_modified_time",
+        "path",
         "compares with os.path.getmtime(storage.path(name))",
     ),
     Exclusion(
-        _T + "FileStoragePermissions.*",
+        _FS + "FileStoragePermissions.*",
+        "path",
         "os.stat(storage.path(name)) to check FILE_UPLOAD_*PERMISSIONS",
     ),
     Exclusion(
-        _T + "FileFieldStorageTests.test_file_object",
+        _FS + "FileFieldStorageTests.test_file_object",
+        "path",
         "open(temp_storage.path(name)) reads the stored (encoded) bytes as text",
     ),
-    # -- opening for writing: LayeredStorage.open() is read-only by design ---------
     Exclusion(
-        _T + "*.test_file_access_options",
-        "storage.open(name, 'w') then write()",
-    ),
-    Exclusion(
-        _T + "*.test_file_storage_preserves_filename_case",
-        "storage.open(name, 'w') then write(), and storage.path()",
-    ),
-    Exclusion(
-        _T + "FileFieldStorageTests.test_filefield_write",
-        "FieldFile.open('wb') then write()",
-    ),
-    # -- FileSystemStorage's own identity and internals ----------------------------
-    Exclusion(
-        _T + "FileSystemStorageTests.test_deconstruction",
+        _FS + "FileSystemStorageTests.test_deconstruction",
+        "class-path",
         "asserts deconstruct() gives 'django.core.files.storage.FileSystemStorage'",
     ),
     Exclusion(
-        _T + "OverwritingStorageOSOpenFlagsWarningTests."
-        "test_os_open_flags_deprecation_warning",
-        "FileSystemStorage.OS_OPEN_FLAGS (os.open() flags of its _save, deprecated, "
-        "gone in Django 6.0); allow_overwrite, its replacement, runs in "
-        "OverwritingStorageTests",
-    ),
-    Exclusion(
-        _T + "OverwritingStorageOSOpenFlagsTests.test_save_overwrite_behavior",
-        "overwrites through FileSystemStorage.OS_OPEN_FLAGS (deprecated, gone in "
-        "Django 6.0), which the inner FileSystemStorage does not get; "
-        "allow_overwrite, its replacement, runs in OverwritingStorageTests",
-    ),
-    Exclusion(
-        _T + "OverwritingStorageOSOpenFlagsTests.test_file_save_broken_symlink",
-        "OverwritingStorage.get_available_name() keeps a taken name for "
-        "OS_OPEN_FLAGS (no O_EXCL) to overwrite; the inner FileSystemStorage keeps "
-        "O_EXCL and renames the file, and a name-bound (encrypted) file refuses to "
-        "be renamed after encryption: LayeredStorageError 'Save it again'",
-        encrypted_only=True,
-    ),
-    Exclusion(
-        _T + "OverwritingStorageOSOpenFlagsTests.test_save_doesnt_close",
-        "same as test_file_save_broken_symlink: saves a taken name twice relying on "
-        "OS_OPEN_FLAGS to overwrite",
-        encrypted_only=True,
-    ),
-    # -- Django 4.2's versions of the same tests -------------------------------------
-    Exclusion(
-        _T + "GetStorageClassTests.*",
-        "get_storage_class() (deprecated, gone in Django 5.1) must return "
-        "FileSystemStorage itself, which the runner replaces",
+        _FS + "GetStorageClassTests.test_get_filesystem_storage",
+        "class-path",
+        "asserts that get_storage_class('django.core.files.storage."
+        "FileSystemStorage') (deprecated, gone in Django 5.1) is the class the test "
+        "module names FileSystemStorage, which is the layered one",
         before_django=(5, 1),
     ),
     Exclusion(
-        _T + "OverwritingStorageTests.*",
-        "before Django 5.1 this class overwrites through OS_OPEN_FLAGS, as "
-        "OverwritingStorageOSOpenFlagsTests does later (see above)",
-        before_django=(5, 1),
+        _FS + "*.test_makedirs_race_handling",
+        "fs-internals",
+        "patches os.makedirs, which FileSystemStorage._save calls, to raise "
+        "PermissionError for one folder; LayeredStorage writes through its own "
+        "FileSystemStorage adapter (a temporary file in the folder, created with "
+        "os.mkdir one level at a time), which the patch never reaches",
+    ),
+    Exclusion(
+        _FS + "*.test_remove_race_handling",
+        "fs-internals",
+        "patches os.remove to fail the test on any path but the three it deletes; "
+        "LayeredStorage's FileSystemStorage adapter removes its own temporary "
+        "file (.layered-*.partial) with os.remove after linking the saved one in "
+        "(the deletes under test go to the inner FileSystemStorage.delete)",
+    ),
+    # == file_uploads ================================================================
+    Exclusion(
+        _UPLOADS + "FileUploadTests.test_filename_case_preservation",
+        "path",
+        "asserts os.path.basename(obj.testfile.path), i.e. storage.path(name)",
+    ),
+    Exclusion(
+        _UPLOADS + "DirectoryCreationTests.test_readonly_root",
+        "environment",
+        "chmods MEDIA_ROOT to 0o500 and expects PermissionError, which root never "
+        "gets; the test replaces STORAGES['default'] with a plain "
+        "FileSystemStorage, so it does not involve LayeredStorage anyway",
+        as_root_only=True,
+    ),
+    # == model_fields ================================================================
+    Exclusion(
+        _IMAGES + "ImageFieldTests.test_instantiate_missing",
+        "path",
+        "moves the stored file away with shutil.move(field.path, ...), i.e. "
+        "storage.path(name)",
+    ),
+    Exclusion(
+        _IMAGES + "ImageFieldTests.test_delete_when_missing",
+        "path",
+        "deletes the stored file with os.remove(field.path), i.e. storage.path(name)",
+    ),
+    Exclusion(
+        "model_fields.test_filefield.FileFieldTests.test_move_temporary_file",
+        "fs-internals",
+        "checks through the OS that the upload's temporary file was moved "
+        "(renamed) to become the stored file, as FileSystemStorage does; a "
+        "LayeredStorage stores an encoded copy, so the plaintext temporary file "
+        "stays until its owner closes it (TemporaryUploadedFile deletes it then)",
     ),
 )
 
 
-def exclusions_for(layers: list[str]) -> list[Exclusion]:
-    """Return the exclusions that apply to the stack ``layers`` on this Django."""
+def exclusions_for(packages: list[str]) -> list[Exclusion]:
+    """Return the exclusions that apply to ``packages`` on this Django, as this
+    user."""
     import django
 
-    encrypted = bool(ENCRYPTION_LAYERS.intersection(layers))
     version = django.VERSION[:2]
+    root = hasattr(os, "geteuid") and os.geteuid() == 0
     return [
         e
         for e in EXCLUSIONS
-        if (encrypted or not e.encrypted_only)
+        if e.pattern.split(".", 1)[0] in packages
         and (e.before_django is None or version < e.before_django)
+        and (root or not e.as_root_only)
     ]

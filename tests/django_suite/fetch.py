@@ -1,13 +1,14 @@
-"""Fetch Django's ``tests/file_storage`` for the installed Django, cached on disk.
+"""Fetch Django's test packages for the installed Django, cached on disk.
 
 The tests ship only in Django's source distribution, so this downloads the sdist of
 exactly the installed version with pip (the package index's ordinary client),
-keeps the tarball and the extracted tests under a git-ignored cache folder, and
-never downloads twice.
+keeps the tarball and the extracted test packages (``suites.PACKAGES``) under a
+git-ignored cache folder, and never downloads twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import re
@@ -18,10 +19,12 @@ import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
-#: Where, inside the sdist (below its top folder), the suite lives.
-SUITE_PATH = ("tests", "file_storage")
-#: The file whose presence marks a complete extraction.
-MARKER = "tests.py"
+from tests.django_suite.suites import PACKAGES
+
+#: Where, inside the sdist (below its top folder), the test packages live.
+TESTS_FOLDER = "tests"
+#: Written last, listing the packages extracted: marks a complete extraction.
+MARKER = "packages.txt"
 
 #: Fragments of pip's output that mean the index could not be reached at all.
 _NETWORK_ERRORS = re.compile(
@@ -49,25 +52,37 @@ def installed_django_version() -> str:
 
 
 def suite_root(cache_dir: Path, version: str) -> Path:
-    """Return the folder that holds the extracted ``file_storage`` package."""
+    """Return the folder that holds the extracted test packages."""
     return cache_dir / f"django-{version}-tests"
 
 
-def prepare_suite(cache_dir: Path, version: str | None = None) -> Path:
-    """Return a folder holding Django's ``file_storage`` test package.
+def prepare_suite(
+    cache_dir: Path,
+    version: str | None = None,
+    packages: tuple[str, ...] = PACKAGES,
+) -> Path:
+    """Return a folder holding Django's test ``packages`` (``file_storage``, ...).
 
-    Put the returned folder on ``sys.path`` to import ``file_storage``.
+    Put the returned folder on ``sys.path`` to import them.
 
     Raises:
         DownloadError: the sdist is not cached and ``pip download`` failed.
     """
     version = version or installed_django_version()
     root = suite_root(cache_dir, version)
-    if (root / "file_storage" / MARKER).is_file():
+    if set(packages) <= _extracted(root):
         return root
     sdist = _cached_sdist(cache_dir, version) or _download_sdist(cache_dir, version)
-    _extract_suite(sdist, root)
+    _extract_packages(sdist, root, packages)
     return root
+
+
+def _extracted(root: Path) -> set[str]:
+    """Return the packages a complete extraction put in ``root``."""
+    try:
+        return set((root / MARKER).read_text().split())
+    except OSError:
+        return set()
 
 
 def _sdist_dir(cache_dir: Path) -> Path:
@@ -144,41 +159,61 @@ def _download_sdist(cache_dir: Path, version: str) -> Path:
     return final
 
 
-def _extract_suite(sdist: Path, root: Path) -> None:
-    """Extract ``<top>/tests/file_storage/*`` of ``sdist`` into ``root/file_storage``.
+def _extract_packages(sdist: Path, root: Path, packages: tuple[str, ...]) -> None:
+    """Extract ``<top>/tests/<package>/**`` of ``sdist`` into ``root/<package>``
+    for each of ``packages``, replacing an older, smaller extraction.
 
     Only regular files with plain relative names are written.
     """
     root.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}-"))
     try:
-        written = 0
+        written = dict.fromkeys(packages, 0)
         with tarfile.open(sdist, "r:gz") as archive:
             for member in archive:
                 parts = PurePosixPath(member.name).parts
-                if len(parts) < 4 or parts[1:3] != SUITE_PATH or not member.isfile():
+                if (
+                    len(parts) < 4
+                    or parts[1] != TESTS_FOLDER
+                    or parts[2] not in written
+                    or not member.isfile()
+                ):
                     continue
-                relative = parts[3:]
+                relative = parts[2:]
                 if any(part in ("", ".", "..") for part in relative):
                     raise ValueError(f"Refusing to extract {member.name!r}.")
                 source = archive.extractfile(member)
                 if source is None:  # pragma: no cover - isfile() members have data
                     continue
-                target = scratch.joinpath("file_storage", *relative)
+                target = scratch.joinpath(*relative)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with source, open(target, "wb") as out:
                     shutil.copyfileobj(source, out)
-                written += 1
-        if not (scratch / "file_storage" / MARKER).is_file():
+                written[parts[2]] += 1
+        missing = [p for p in packages if not (scratch / p / "__init__.py").is_file()]
+        if missing:
             raise ValueError(
-                f"{sdist} has no {'/'.join(SUITE_PATH)}/{MARKER} ({written} files "
-                "found there)."
+                f"{sdist} has no {TESTS_FOLDER}/<package>/__init__.py for {missing} "
+                f"(files found per package: {written})."
             )
-        try:
-            os.replace(scratch, root)
-        except OSError:
-            # Another run extracted it meanwhile: keep theirs.
-            if not (root / "file_storage" / MARKER).is_file():
-                raise
+        (scratch / MARKER).write_text("\n".join(packages) + "\n")
+        _install(scratch, root, packages)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _install(scratch: Path, root: Path, packages: tuple[str, ...]) -> None:
+    """Move the complete extraction ``scratch`` to ``root``."""
+    if root.exists():
+        # An older extraction with fewer packages: move it aside first (another
+        # run may have done so, or installed a complete one, meanwhile).
+        aside = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}-old-"))
+        with contextlib.suppress(OSError):
+            os.replace(root, aside / "old")
+        shutil.rmtree(aside, ignore_errors=True)
+    try:
+        os.replace(scratch, root)
+    except OSError:
+        # Another run extracted it meanwhile: keep theirs.
+        if not set(packages) <= _extracted(root):
+            raise

@@ -1,11 +1,21 @@
-"""The storage Django's file_storage tests get instead of ``FileSystemStorage``.
+"""The storage Django's tests get instead of ``FileSystemStorage``, and the counters.
 
 ``LayeredFileSystemStorage`` takes FileSystemStorage's constructor arguments, builds
 a real FileSystemStorage from them and makes it the inner storage of a
 LayeredStorage (``inner`` is a cached property, so an instance attribute replaces
-the settings lookup). The FileSystemStorage attributes the tests read are proxied to
-that inner storage; ``path()`` is deliberately not: a LayeredStorage has no local
-path holding the plaintext.
+the settings lookup). The FileSystemStorage attributes the tests read
+(``location``, ``base_url``, ...) come through LayeredStorage's own forwarding;
+``path()`` deliberately does not: a LayeredStorage has no local path holding the
+plaintext.
+
+A subclass that configures FileSystemStorage itself, through the class attribute
+``OS_OPEN_FLAGS`` (Django < 6.0, deprecated), configures the inner storage: it is
+built from a FileSystemStorage subclass with the same flags, so an
+``OverwritingStorage`` in a test overwrites, as it would over a real one.
+
+``count_layered_calls`` counts the layered operations of every LayeredStorage
+(those built from ``settings.STORAGES`` included) per test suite, so a run that
+never reached LayeredStorage cannot pass.
 
 The layer stack comes from the ``LAYERED_SUITE_LAYERS`` environment variable (comma
 separated, e.g. ``zstd,aes-gcm``).
@@ -13,13 +23,16 @@ separated, e.g. ``zstd,aes-gcm``).
 
 from __future__ import annotations
 
+import functools
 import os
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
-from django.core.files.base import File
 from django.core.files.storage.filesystem import FileSystemStorage
 
-from layered_storage.files import LayeredFile
 from layered_storage.storage import LayeredStorage
 
 LAYERS_ENV = "LAYERED_SUITE_LAYERS"
@@ -40,13 +53,9 @@ def configured_layers() -> list[str]:
 class LayeredFileSystemStorage(LayeredStorage):
     """A LayeredStorage over a FileSystemStorage built from the same arguments."""
 
-    #: How much the suite exercised layered code (checked by the pytest side, so a
-    #: run that never reached LayeredStorage cannot pass).
-    stats: ClassVar[dict[str, int]] = {"instances": 0, "saves": 0, "opens": 0}
-
     # Django < 6.0: the suite's OverwritingStorage class body reads this deprecated
-    # FileSystemStorage attribute. It is not forwarded to the inner storage (see the
-    # exclusions); allow_overwrite, its replacement, is.
+    # FileSystemStorage attribute; a subclass that changes it gets an inner
+    # storage with its flags (see _inner_class).
     if hasattr(RealFileSystemStorage, "OS_OPEN_FLAGS"):
         OS_OPEN_FLAGS: ClassVar[int] = RealFileSystemStorage.OS_OPEN_FLAGS
 
@@ -62,57 +71,101 @@ class LayeredFileSystemStorage(LayeredStorage):
         super().__init__(layers=configured_layers(), url_policy="inner")
         # allow_overwrite exists from Django 5.1; older suites never pass it.
         extra = {"allow_overwrite": True} if allow_overwrite else {}
-        self.inner = RealFileSystemStorage(
-            location=location,
-            base_url=base_url,
-            file_permissions_mode=file_permissions_mode,
-            directory_permissions_mode=directory_permissions_mode,
-            **extra,
-        )
-        type(self).stats["instances"] += 1
+        # FileSystemStorage warns its caller about overridden OS_OPEN_FLAGS; the
+        # caller is this constructor's, as if the test had built it directly.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self.inner = _inner_class(type(self))(
+                location=location,
+                base_url=base_url,
+                file_permissions_mode=file_permissions_mode,
+                directory_permissions_mode=directory_permissions_mode,
+                **extra,
+            )
+        for warning in caught:
+            warnings.warn(warning.message, warning.category, stacklevel=2)
 
     def __repr__(self) -> str:
         return f"<LayeredFileSystemStorage layers={self.layer_names}>"
 
-    @property
-    def fs(self) -> FileSystemStorage:
-        inner = self.inner
-        assert isinstance(inner, RealFileSystemStorage)
-        return inner
-
-    # -- the layered operations, counted ------------------------------------------
-
-    def _save(self, name: str, content: File) -> str:  # type: ignore[type-arg]
-        LayeredFileSystemStorage.stats["saves"] += 1
-        return super()._save(name, content)
-
-    def _open(self, name: str, mode: str = "rb") -> LayeredFile:
-        LayeredFileSystemStorage.stats["opens"] += 1
-        return super()._open(name, mode)
-
-    # -- FileSystemStorage's attributes, read from (and set on) the inner one -------
-
-    @property
-    def base_location(self) -> Any:
-        return self.fs.base_location
-
-    @property
-    def location(self) -> Any:
-        return self.fs.location
-
+    # Works around a LayeredStorage gap: its attributes forward reads to the inner
+    # storage, but an assignment lands on the wrapper alone, so url() would go on
+    # using the inner base_url (test_base_url sets it to None and expects url() to
+    # raise ValueError, as FileSystemStorage does).
     @property
     def base_url(self) -> Any:
-        return self.fs.base_url
+        return self.inner.base_url  # type: ignore[attr-defined]
 
     @base_url.setter
     def base_url(self, value: Any) -> None:
         # FileSystemStorage.base_url is a cached property: assigning replaces it.
-        self.fs.base_url = value
+        self.inner.base_url = value  # type: ignore[attr-defined]
 
-    @property
-    def file_permissions_mode(self) -> Any:
-        return self.fs.file_permissions_mode
 
-    @property
-    def directory_permissions_mode(self) -> Any:
-        return self.fs.directory_permissions_mode
+_INNER_CLASSES: dict[int, type[FileSystemStorage]] = {}
+
+
+def _inner_class(storage_class: type) -> type[FileSystemStorage]:
+    """Return FileSystemStorage, or a subclass with ``storage_class``'s
+    ``OS_OPEN_FLAGS`` when it changes them."""
+    flags = getattr(storage_class, "OS_OPEN_FLAGS", None)
+    if flags is None or flags == getattr(RealFileSystemStorage, "OS_OPEN_FLAGS", None):
+        return RealFileSystemStorage
+    if flags not in _INNER_CLASSES:
+        _INNER_CLASSES[flags] = type(
+            f"InnerFileSystemStorage{flags:#x}",
+            (RealFileSystemStorage,),
+            {"OS_OPEN_FLAGS": flags, "__module__": __name__},
+        )
+    return _INNER_CLASSES[flags]
+
+
+#: Layered operations per suite: ``{suite: {"saves": n, "opens": n, ...}}``.
+Counts = dict[str, dict[str, int]]
+
+
+@contextmanager
+def count_layered_calls(current_suite: Callable[[], str]) -> Iterator[Counts]:
+    """Count LayeredStorage saves, reads and writes, under ``current_suite()``.
+
+    Saves are ``_save`` calls (``Storage.save``); ``opens`` and ``writes`` are
+    ``open()`` calls for reading and for writing (``FieldFile.open`` and
+    ``Storage.open`` both end there); ``attributes`` are reads of an inner
+    storage's attribute through the wrapper (``location``, ``base_url``, ...).
+    """
+    counts: Counts = defaultdict(dict.fromkeys(COUNTED, 0).copy)
+    originals = {name: vars(LayeredStorage)[name] for name in _METHODS}
+
+    def counted(method: str) -> Callable[..., Any]:
+        original = originals[method]
+
+        @functools.wraps(original)
+        def wrapper(self: LayeredStorage, *args: Any, **kwargs: Any) -> Any:
+            kind = _METHODS[method]
+            if method == "open":
+                mode = kwargs.get("mode", args[1] if len(args) > 1 else "rb")
+                kind = "writes" if "w" in str(mode) else "opens"
+            result = original(self, *args, **kwargs)
+            counts[current_suite()][kind] += 1  # calls that succeeded
+            return result
+
+        return wrapper
+
+    for method in _METHODS:
+        setattr(LayeredStorage, method, counted(method))
+    try:
+        yield counts
+    finally:
+        for method, original in originals.items():
+            setattr(LayeredStorage, method, original)
+
+
+#: The LayeredStorage methods counted, and what each call counts as.
+_METHODS = {
+    "_save": "saves",
+    "open": "opens",  # or "writes", by mode
+    "size": "sizes",
+    "url": "urls",
+    "__getattr__": "attributes",  # an attribute forwarded to the inner storage
+}
+COUNTED = ("saves", "opens", "writes", "sizes", "urls", "attributes")
