@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 
 from django.core.files.storage import FileSystemStorage, Storage
 
-from layered_storage.backends.base import is_partial
+from layered_storage.backends.base import Backend, is_partial
 from layered_storage.exceptions import ConfigurationError, LayeredStorageError
 from layered_storage.storage import LayeredStorage
 
@@ -43,7 +43,7 @@ def walk(storage: LayeredStorage, prefix: str = "") -> Iterator[str]:
     elif isinstance(inner, FileSystemStorage):
         yield from _walk_folders(prefix, _scan_disk(inner))
     else:
-        yield from _walk_folders(prefix, _scan_listdir(inner))
+        yield from _walk_folders(prefix, _scan_listdir(storage.backend))
 
 
 def _is_s3(inner: Storage) -> bool:
@@ -107,8 +107,8 @@ def _scan_disk(inner: FileSystemStorage) -> Scan:
     return scan
 
 
-def _scan_listdir(inner: Storage) -> Scan:
-    """List folders of any storage through its ``listdir``."""
+def _scan_listdir(inner: Backend) -> Scan:
+    """List folders of any storage through its backend's ``listdir``."""
 
     def scan(folder: str) -> Iterator[tuple[str, bool]]:
         try:

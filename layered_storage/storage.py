@@ -328,7 +328,9 @@ class LayeredStorage(Storage):
         self.inner.delete(name)
 
     def listdir(self, path: str) -> tuple[list[str], list[str]]:
-        folders, files = self.inner.listdir(path)
+        # Through the backend: AzureStorage's own lists every blob below ``path``
+        # by its full name, and the whole container for "".
+        folders, files = self.backend.listdir(path)
         # The temporary file of a write that a killed process never finished.
         return folders, [file for file in files if not is_partial(file)]
 

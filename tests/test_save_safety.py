@@ -84,7 +84,8 @@ def as_file(stream: io.RawIOBase) -> File[bytes]:
 def stored_names(storage: LayeredStorage, folder: str = "") -> list[str]:
     """Return every name the inner storage holds below ``folder``, partial ones too."""
     try:
-        folders, files = storage.inner.listdir(folder)
+        # The backend lists: AzureStorage.listdir gives full names, all the way down.
+        folders, files = storage.backend.listdir(folder)
     except FileNotFoundError:  # a FileSystemStorage that never stored anything
         return []
     prefix = f"{folder}/" if folder else ""

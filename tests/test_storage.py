@@ -62,7 +62,8 @@ def test_delegates_naming_and_listing(storage: LayeredStorage) -> None:
     storage.save("dir/sub/b.txt", ContentFile(b"b"))
     assert storage.exists("dir/a.txt")
     dirs, files = storage.listdir("dir")
-    assert (dirs, files) == storage.inner.listdir("dir")
+    # The backend's listing: AzureStorage.listdir gives full names, all the way down.
+    assert (dirs, files) == storage.backend.listdir("dir")
     assert "a.txt" in files
     assert storage.get_available_name("x y.txt") == storage.inner.get_available_name(
         "x y.txt"
@@ -437,6 +438,8 @@ def test_inner_public_attributes_read_through_the_wrapper(
         "InMemoryStorage": ["location", "base_url", "file_permissions_mode"],
         "S3Storage": ["bucket_name", "location", "file_overwrite", "default_acl"],
     }[type(inner).__name__]
+        "AzureStorage": ["azure_container", "location", "overwrite_files"],
+        "GoogleCloudStorage": ["bucket_name", "location", "file_overwrite"],
     for attribute in names:
         assert getattr(storage, attribute) == getattr(inner, attribute), attribute
     # What would bypass the layers stays the wrapper's own, or is refused.

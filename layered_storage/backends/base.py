@@ -10,9 +10,16 @@ inner storage. It promises three things that a plain ``Storage`` does not:
   name never holds nothing or a partial file (key rotation, adoption of plaintext).
 
 Subclasses: ``filesystem.FileSystemBackend`` (a temporary file, then a link or an
-atomic rename), ``s3.S3Backend`` (uploads, which S3 makes atomic).
-Any other storage gets ``GenericBackend``: its ``save()`` and ``open()``, with the
-best cleanup a plain ``Storage`` allows, and no ``replace``.
+atomic rename), and for object stores, whose uploads are atomic, ``s3.S3Backend``,
+``azure.AzureBackend`` and ``gcs.GcsBackend``. Object stores read through a
+``RangedReader``: the opening request brings the tail and the size, then one
+streaming request per position read from. Any other storage gets ``Backend``
+itself: its ``save()`` and ``open()``, with the best cleanup a plain ``Storage``
+allows, and no ``replace``.
+
+To support another storage, subclass ``Backend`` (override ``open``, ``save``,
+``replace`` and set ``can_replace``), and for ranged reads subclass
+``RangedReader`` with ``_request_range``; see ``azure.py`` for a small example.
 """
 
 from __future__ import annotations
@@ -21,15 +28,18 @@ import contextlib
 import io
 import logging
 import posixpath
+import re
 import secrets
+from abc import abstractmethod
 from collections.abc import Iterator
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from django.core.files.base import File
 from django.core.files.storage import InMemoryStorage, Storage
 
 from layered_storage.exceptions import ConfigurationError, LayeredStorageError
-from layered_storage.streams import ByteStream, ProducerStream
+from layered_storage.streams import ByteStream, ProducerStream, SeekableReader
 
 logger = logging.getLogger(__name__)
 
@@ -101,13 +111,19 @@ class Backend:
         """
         raise self.cannot_replace(name)
 
+    def listdir(self, path: str) -> tuple[list[str], list[str]]:
+        """Return the folders and files directly in ``path``, as Django's
+        ``Storage.listdir`` does (names relative to ``path``)."""
+        return self.inner.listdir(path)
+
     def cannot_replace(self, name: str) -> ConfigurationError:
         """Return the error that says why ``replace`` is refused here."""
         return ConfigurationError(
             f"Rewriting {name!r} in place needs an inner storage that can replace a "
             f"file atomically; {type(self.inner).__name__} cannot (deleting and "
             "saving again could lose the file if the process died in between). "
-            "FileSystemStorage and S3Storage can.",
+            "FileSystemStorage, InMemoryStorage and django-storages' S3, Azure "
+            "and Google Cloud storages can.",
             check_id="layered_storage.E001",
         )
 
@@ -211,3 +227,171 @@ class EncodedFile(File):  # type: ignore[type-arg]
 
 def is_memory(inner: Storage) -> bool:
     return isinstance(inner, InMemoryStorage)
+
+
+# -- reading object stores -------------------------------------------------------------
+
+#: What the opening request of a ranged reader fetches: the end of the object, where
+#: an LSE1 object keeps a copy of its header, the LSZ1 seek table and the final
+#: segment, so that opening (and ``size()``) needs nothing more.
+TAIL_FETCH = 256 * 1024
+#: How much a ranged reader asks of its stream per read, at least.
+READ_CHUNK = 256 * 1024
+#: A forward skip this short reads through the open stream instead of a new request.
+SKIP_LIMIT = 1024 * 1024
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(-?\d+)/(\d+)")
+
+
+class Body(Protocol):
+    """The streaming body of one ranged response."""
+
+    def read(self, size: int) -> bytes: ...  # up to ``size`` bytes; b"" at the end
+
+    def close(self) -> None: ...
+
+
+class RangedReader(SeekableReader):
+    """A seekable reader over one stored object, fetching only what is read.
+
+    The opening request brought ``tail`` (the object's last bytes) and the size,
+    and maybe ``head`` (its first bytes) with ``body`` streaming on from there. A
+    read inside either is served from memory; elsewhere a read streams from an open
+    ranged request, which a short forward skip reads through and any other move
+    replaces. Every request after the opening one is pinned to the version opened
+    (subclasses: an ETag or generation precondition), so an object replaced
+    meanwhile raises ``ObjectChangedError`` instead of mixing two versions.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        size: int,
+        tail: bytes,
+        *,
+        head: bytes = b"",
+        body: Body | None = None,
+        requests: int = 1,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self._size = size
+        self._tail = tail
+        self._tail_start = size - len(tail)
+        self._buffer = head
+        self._buffer_start = 0
+        self._body = body
+        self._body_position = len(head) if body is not None else -1
+        #: How many requests this reader sent (the opening ones included), and how
+        #: many object bytes it took from them.
+        self.requests = requests
+        self.received = len(tail) + len(head)
+        #: When the version opened was stored, if the opening response said (so a
+        #: caller needs no request of its own for it).
+        self.last_modified: datetime | None = None
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @abstractmethod
+    def _request_range(self, start: int, end: int) -> Body:
+        """Send one request for bytes ``start`` to ``end`` (inclusive) of the version
+        opened; return its streaming body.
+
+        Raises:
+            ObjectChangedError: the object was replaced or deleted since it opened.
+        """
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        if self._position >= self._size or not len(view):
+            return 0
+        if self._position >= self._tail_start:
+            data, start = self._tail, self._tail_start
+        else:
+            if not self._buffered():
+                self._fetch(len(view))
+            data, start = self._buffer, self._buffer_start
+        offset = self._position - start
+        count = min(len(view), len(data) - offset)
+        view[:count] = data[offset : offset + count]
+        self._position += count
+        return count
+
+    def close(self) -> None:
+        if not self.closed:
+            self._drop_body()
+            self._buffer = self._tail = b""
+        super().close()
+
+    def _buffered(self) -> bool:
+        offset = self._position - self._buffer_start
+        return 0 <= offset < len(self._buffer)
+
+    def _fetch(self, wanted: int) -> None:
+        """Put bytes from the current position (before the tail) into the buffer."""
+        position = self._position
+        skip = position - self._body_position
+        if self._body is not None and 0 < skip <= SKIP_LIMIT:
+            skipped = len(read_body(self._body, skip))  # cheaper than a new request
+            self.received += skipped
+            self._body_position += skipped
+        if self._body is None or self._body_position != position:
+            self._drop_body()
+            # Up to the tail only: those bytes are here already.
+            self.requests += 1
+            self._body = self._request_range(position, self._tail_start - 1)
+            self._body_position = position
+        wanted = min(max(wanted, READ_CHUNK), self._tail_start - position)
+        data = read_body(self._body, wanted)
+        self.received += len(data)
+        if not data:
+            raise OSError(f"{self.name!r} ended early while being read.")
+        self._buffer, self._buffer_start = data, position
+        self._body_position += len(data)
+
+    def _drop_body(self) -> None:
+        if self._body is not None:
+            self._body.close()
+            self._body = None
+            self._body_position = -1
+
+
+def read_body(body: Body, size: int) -> bytes:
+    """Return ``size`` bytes from ``body``, fewer only at its end."""
+    parts: list[bytes] = []
+    missing = size
+    while missing > 0:
+        part = body.read(missing)
+        if not part:
+            break
+        parts.append(part)
+        missing -= len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def total_size(content_range: str | None, received: int) -> int:
+    """Return the object size from a ranged response's Content-Range, or
+    ``received`` when the response was whole (no Content-Range)."""
+    match = _CONTENT_RANGE.fullmatch((content_range or "").strip())
+    return int(match.group(3)) if match else received
+
+
+class ChunkBody:
+    """A ``Body`` over an iterator of byte chunks (e.g. an HTTP client's)."""
+
+    def __init__(self, chunks: Iterator[bytes], close: Any = None) -> None:
+        self._chunks = chunks
+        self._pending = b""
+        self._close = close
+
+    def read(self, size: int) -> bytes:
+        if not self._pending:
+            self._pending = next(self._chunks, b"")
+        part, self._pending = self._pending[:size], self._pending[size:]
+        return part
+
+    def close(self) -> None:
+        self._pending = b""
+        if self._close is not None:
+            self._close()

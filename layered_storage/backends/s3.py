@@ -13,22 +13,22 @@ buffered and without a Content-Type or Content-Encoding guessed from the name.
 from __future__ import annotations
 
 import copy
-import re
-from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 from storages.backends.s3 import S3Storage
 from storages.utils import clean_name
 
-from layered_storage.backends.base import STORED_CONTENT_TYPE, Backend
+from layered_storage.backends.base import (
+    STORED_CONTENT_TYPE,
+    TAIL_FETCH,
+    Backend,
+    Body,
+    RangedReader,
+    total_size,
+)
 from layered_storage.exceptions import ObjectChangedError
-from layered_storage.streams import ByteStream, ProducerStream, SeekableReader
-
-TAIL_FETCH = 256 * 1024
-CHUNK = 256 * 1024
-SKIP_LIMIT = 1024 * 1024  # read through a forward skip this short instead of a GET
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+from layered_storage.streams import ByteStream, ProducerStream
 
 
 class S3Backend(Backend):
@@ -83,29 +83,15 @@ def bounded_transfer_config(storage: S3Storage) -> Any:
     return bounded
 
 
-class S3Reader(SeekableReader):
-    """A seekable reader over one S3 object, fetching only what is read."""
+class S3Reader(RangedReader):
+    """A seekable reader over one S3 object: ranged GETs pinned with IfMatch."""
 
     def __init__(
         self, client: Any, request: dict[str, Any], size: int, tail: bytes
     ) -> None:
-        super().__init__()
+        super().__init__(request["Key"], size, tail)
         self._client = client
         self._request = request
-        self._size = size
-        self._tail = tail
-        self._tail_start = size - len(tail)
-        self._buffer = b""
-        self._buffer_start = 0
-        self._body: Any = None
-        self._body_position = -1
-        #: How many GET requests this reader made (the opening one included), and
-        #: how many object bytes it took from them.
-        self.requests = 1
-        self.received = len(tail)
-        #: When the version opened was stored, from the opening GET (so a caller
-        #: needs no HEAD request, as S3Storage.get_modified_time makes, for it).
-        self.last_modified: datetime | None = None
 
     @classmethod
     def open(cls, storage: S3Storage, name: str) -> S3Reader:
@@ -134,7 +120,7 @@ class S3Reader(SeekableReader):
             raise
         with response["Body"] as body:
             tail = body.read()
-        size = _total_size(response, len(tail))
+        size = total_size(response.get("ContentRange"), len(tail))
         # Later GETs must see this very version: an object replaced meanwhile fails
         # clearly instead of mixing two versions' bytes.
         if response.get("ETag"):
@@ -143,69 +129,10 @@ class S3Reader(SeekableReader):
         reader.last_modified = response.get("LastModified")
         return reader
 
-    @property
-    def size(self) -> int:
-        return self._size
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        view = memoryview(buffer).cast("B")
-        if self._position >= self._size or not len(view):
-            return 0
-        if self._position >= self._tail_start:
-            data, start = self._tail, self._tail_start
-        else:
-            if not self._buffered():
-                self._fetch(len(view))
-            data, start = self._buffer, self._buffer_start
-        offset = self._position - start
-        count = min(len(view), len(data) - offset)
-        view[:count] = data[offset : offset + count]
-        self._position += count
-        return count
-
-    def close(self) -> None:
-        if not self.closed:
-            self._drop_body()
-            self._buffer = self._tail = b""
-        super().close()
-
-    # -- fetching ------------------------------------------------------------------
-
-    def _buffered(self) -> bool:
-        offset = self._position - self._buffer_start
-        return 0 <= offset < len(self._buffer)
-
-    def _fetch(self, wanted: int) -> None:
-        """Put bytes from the current position (before the tail) into the buffer."""
-        position = self._position
-        skip = position - self._body_position
-        if self._body is not None and 0 < skip <= SKIP_LIMIT:
-            skipped = len(self._body.read(skip))  # cheaper than a new request
-            self.received += skipped
-            self._body_position += skipped
-        if self._body is None or self._body_position != position:
-            self._drop_body()
-            # Up to the tail only: those bytes are here already.
-            byte_range = f"bytes={position}-{self._tail_start - 1}"
-            self._body = self._request_range(byte_range)["Body"]
-            self._body_position = position
-        data = self._body.read(min(max(wanted, CHUNK), self._tail_start - position))
-        self.received += len(data)
-        if not data:
-            raise OSError(f"{self._request['Key']!r} ended early while being read.")
-        self._buffer, self._buffer_start = data, position
-        self._body_position += len(data)
-
-    def _request_range(self, byte_range: str) -> dict[str, Any]:
-        """Send one ranged GET of the version opened.
-
-        Raises:
-            ObjectChangedError: the object was replaced since it was opened.
-        """
-        self.requests += 1
+    def _request_range(self, start: int, end: int) -> Body:
         try:
-            response: dict[str, Any] = self._client.get_object(
-                Range=byte_range, **self._request
+            response = self._client.get_object(
+                Range=f"bytes={start}-{end}", **self._request
             )
         except ClientError as error:
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -215,16 +142,5 @@ class S3Reader(SeekableReader):
                     "being read; open it again."
                 ) from None
             raise
-        return response
-
-    def _drop_body(self) -> None:
-        if self._body is not None:
-            self._body.close()
-            self._body = None
-            self._body_position = -1
-
-
-def _total_size(response: dict[str, Any], received: int) -> int:
-    """Return the object size from a ranged GET's Content-Range (or what came)."""
-    match = _CONTENT_RANGE.fullmatch(response.get("ContentRange") or "")
-    return int(match.group(3)) if match else received
+        body: Body = response["Body"]
+        return body
