@@ -41,6 +41,10 @@ from layered_storage.streams import (
 _SAVE_ATTEMPTS = 3
 
 
+#: Public attributes that a LayeredStorage sets on itself (the rest it forwards).
+_OWN_ATTRIBUTES = frozenset({"url_policy", "url_expiry", "permission"})
+
+
 @deconstructible(path="layered_storage.LayeredStorage")
 class LayeredStorage(Storage):
     """Store every file through a stack of layers into an inner storage.
@@ -372,6 +376,27 @@ class LayeredStorage(Storage):
                     f"storage.inner.{attribute} to work on the stored bytes."
                 )
             return value
+
+        def __setattr__(self, attribute: str, value: Any) -> None:
+            """Assign a forwarded attribute where it is read from: the inner storage.
+
+            Otherwise ``storage.base_url = None`` would change what the wrapper
+            shows and not what the inner storage's ``url()`` uses.
+            """
+            own = (
+                attribute.startswith("_")
+                or attribute in _OWN_ATTRIBUTES
+                or hasattr(type(self), attribute)
+                or attribute in self.__dict__
+            )
+            if not own:
+                inner = self.inner
+                if hasattr(inner, attribute) and not callable(
+                    getattr(inner, attribute)
+                ):
+                    setattr(inner, attribute, value)
+                    return
+            super().__setattr__(attribute, value)
 
     def get_accessed_time(self, name: str) -> datetime:
         return self.inner.get_accessed_time(name)

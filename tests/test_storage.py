@@ -65,6 +65,7 @@ def test_delegates_naming_and_listing(storage: LayeredStorage) -> None:
     # The backend's listing: AzureStorage.listdir gives full names, all the way down.
     assert (dirs, files) == storage.backend.listdir("dir")
     assert "a.txt" in files
+    assert dirs == ["sub"]
     assert storage.get_available_name("x y.txt") == storage.inner.get_available_name(
         "x y.txt"
     )
@@ -437,9 +438,9 @@ def test_inner_public_attributes_read_through_the_wrapper(
         ],
         "InMemoryStorage": ["location", "base_url", "file_permissions_mode"],
         "S3Storage": ["bucket_name", "location", "file_overwrite", "default_acl"],
-    }[type(inner).__name__]
         "AzureStorage": ["azure_container", "location", "overwrite_files"],
         "GoogleCloudStorage": ["bucket_name", "location", "file_overwrite"],
+    }[type(inner).__name__]
     for attribute in names:
         assert getattr(storage, attribute) == getattr(inner, attribute), attribute
     # What would bypass the layers stays the wrapper's own, or is refused.
@@ -529,3 +530,17 @@ def test_a_changed_namespace_is_named_in_the_error(
         writer.inner.save("moved.pdf", stored)
     with pytest.raises(HeaderAuthenticationError, match="copied or renamed"):
         writer.open("moved.pdf")
+
+
+def test_assigning_a_forwarded_attribute_changes_the_inner_storage(
+    fs_storage: LayeredStorage,
+) -> None:
+    # Django's own tests set base_url = None and expect url() to refuse.
+    fs_storage.base_url = None  # type: ignore[attr-defined]
+    assert fs_storage.inner.base_url is None  # type: ignore[attr-defined]
+    fs_storage.url_policy = "inner"
+    assert "url_policy" not in vars(fs_storage.inner)
+    with pytest.raises(ValueError, match="not accessible via a URL"):
+        fs_storage.url("a.txt")
+    fs_storage.brand_new = 1  # type: ignore[attr-defined]
+    assert not hasattr(fs_storage.inner, "brand_new")

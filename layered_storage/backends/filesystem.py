@@ -18,6 +18,11 @@ import os
 
 from django.core.files.storage import FileSystemStorage, Storage
 
+try:
+    from django.utils._os import safe_makedirs
+except ImportError:  # Django < 5.1
+    safe_makedirs = None  # type: ignore[assignment]
+
 from layered_storage.backends.base import Backend, NameTakenError, partial_name
 from layered_storage.streams import ProducerStream
 
@@ -114,29 +119,26 @@ class FileSystemBackend(Backend):
         return temporary
 
     def _make_directories(self, directory: str) -> None:
-        """Create ``directory`` and its missing parents with the storage's mode."""
+        """Create ``directory`` and its parents as FileSystemStorage does, with its
+        directory mode on every folder created."""
         mode = self.inner.directory_permissions_mode
-        if os.path.isdir(directory):
-            return
-        missing: list[str] = []
-        current = directory
-        while current and not os.path.isdir(current):
-            missing.append(current)
-            parent = os.path.dirname(current)
-            if parent == current:
-                break
-            current = parent
-        for folder in reversed(missing):
-            try:
-                os.mkdir(folder)
-            except FileExistsError:
-                if not os.path.isdir(folder):
-                    raise FileExistsError(
-                        f"{folder} exists and is not a directory."
-                    ) from None
-                continue
-            if mode is not None:
-                os.chmod(folder, mode)  # chmod, not mkdir's mode: no umask applies
+        try:
+            if mode is None:
+                os.makedirs(directory, exist_ok=True)
+            elif safe_makedirs is not None:  # Django 5.1+
+                safe_makedirs(directory, mode, exist_ok=True)
+            else:
+                # os.makedirs applies ``mode`` through the umask, and only to the
+                # last folder: clear the umask meanwhile, as Django 4.2 does.
+                umask = os.umask(0o777 & ~mode)
+                try:
+                    os.makedirs(directory, mode, exist_ok=True)
+                finally:
+                    os.umask(umask)
+        except FileExistsError:
+            raise FileExistsError(
+                f"{directory} exists and is not a directory."
+            ) from None
 
     def _finish(self, full_path: str) -> str:
         """Apply the storage's file mode and group; return the storage name."""
@@ -150,5 +152,6 @@ class FileSystemBackend(Backend):
 
 
 def _remove(path: str) -> None:
+    """Remove a temporary file of this adapter's (never a stored file)."""
     with contextlib.suppress(FileNotFoundError):
-        os.remove(path)
+        os.unlink(path)

@@ -96,22 +96,6 @@ EXCLUSIONS: tuple[Exclusion, ...] = (
         "module names FileSystemStorage, which is the layered one",
         before_django=(5, 1),
     ),
-    Exclusion(
-        _FS + "*.test_makedirs_race_handling",
-        "fs-internals",
-        "patches os.makedirs, which FileSystemStorage._save calls, to raise "
-        "PermissionError for one folder; LayeredStorage writes through its own "
-        "FileSystemStorage adapter (a temporary file in the folder, created with "
-        "os.mkdir one level at a time), which the patch never reaches",
-    ),
-    Exclusion(
-        _FS + "*.test_remove_race_handling",
-        "fs-internals",
-        "patches os.remove to fail the test on any path but the three it deletes; "
-        "LayeredStorage's FileSystemStorage adapter removes its own temporary "
-        "file (.layered-*.partial) with os.remove after linking the saved one in "
-        "(the deletes under test go to the inner FileSystemStorage.delete)",
-    ),
     # == file_uploads ================================================================
     Exclusion(
         _UPLOADS + "FileUploadTests.test_filename_case_preservation",

@@ -88,19 +88,6 @@ class LayeredFileSystemStorage(LayeredStorage):
     def __repr__(self) -> str:
         return f"<LayeredFileSystemStorage layers={self.layer_names}>"
 
-    # Works around a LayeredStorage gap: its attributes forward reads to the inner
-    # storage, but an assignment lands on the wrapper alone, so url() would go on
-    # using the inner base_url (test_base_url sets it to None and expects url() to
-    # raise ValueError, as FileSystemStorage does).
-    @property
-    def base_url(self) -> Any:
-        return self.inner.base_url  # type: ignore[attr-defined]
-
-    @base_url.setter
-    def base_url(self, value: Any) -> None:
-        # FileSystemStorage.base_url is a cached property: assigning replaces it.
-        self.inner.base_url = value  # type: ignore[attr-defined]
-
 
 _INNER_CLASSES: dict[int, type[FileSystemStorage]] = {}
 
