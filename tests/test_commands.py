@@ -6,7 +6,13 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import random
 import re
+import signal
+import subprocess
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from io import StringIO
 from pathlib import Path
@@ -19,13 +25,16 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from layered_storage import LayeredStorage
+from layered_storage.bulk import Shard, in_shard, walk
 from layered_storage.exceptions import SegmentAuthenticationError
 from layered_storage.format import lse1
 from layered_storage.keys import Key, generate_key
 from layered_storage.layers.encryption import EncryptingStream
 from layered_storage.maintenance import inspect, rotate
 from tests.conftest import inner_config
-from tests.utils import sample, stored_bytes, tamper
+from tests.utils import read_in_steps, sample, stored_bytes, tamper
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(*args: str) -> tuple[str, str]:
@@ -462,6 +471,31 @@ def test_failures_on_a_terminal_get_lines_of_their_own(
 # -- many files ------------------------------------------------------------------------
 
 
+def encoded(storage: LayeredStorage, name: str, data: bytes) -> bytes:
+    """Return the bytes ``storage`` stores for ``data`` saved as ``name``."""
+    return storage.pipeline.encode(io.BytesIO(data), storage.context(name)).read()
+
+
+def put_stored(storage: LayeredStorage, objects: dict[str, bytes]) -> None:
+    """Store each of ``objects`` (name: stored bytes) in the inner storage as is,
+    many at a time (on S3 with one PUT each)."""
+    inner: Any = storage.inner
+    if not isinstance(inner, FileSystemStorage):
+        client = inner.connection.meta.client
+
+        def put(item: tuple[str, bytes]) -> None:
+            key = inner._normalize_name(item[0])
+            client.put_object(Bucket=inner.bucket_name, Key=key, Body=item[1])
+
+        with ThreadPoolExecutor(32) as pool:
+            list(pool.map(put, objects.items()))
+        return
+    for name, data in objects.items():
+        path = Path(inner.path(name))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
 @pytest.mark.parametrize("kind", ["filesystem", "s3"])
 def test_encode_1000_mixed_files_then_verify_them_all(
     settings: Any, tmp_path: Path, kind: str
@@ -475,13 +509,14 @@ def test_encode_1000_mixed_files_then_verify_them_all(
         f"m/{i // 100}/{i:04}.txt": sample(50 + i % 300, i) for i in range(1000)
     }
 
-    def put(item: tuple[int, tuple[str, bytes]]) -> None:
-        index, (name, data) = item
-        target = vault.inner if index % 3 else vault  # a third already layered
-        assert target.save(name, ContentFile(data)) == name
-
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(put, enumerate(originals.items())))
+    put_stored(
+        vault,
+        {
+            # A third already layered, the rest plaintext.
+            name: encoded(vault, name, data) if i % 3 == 0 else data
+            for i, (name, data) in enumerate(originals.items())
+        },
+    )
     plaintext = 666
     out, _ = run("layered_encode", "--storage", "vault", "--jobs", "8")
     assert f"{plaintext} of 1000 files encoded ({1000 - plaintext} already" in out
@@ -491,3 +526,158 @@ def test_encode_1000_mixed_files_then_verify_them_all(
     assert "1000 of 1000 files verified" in out
     for name, data in list(originals.items())[::50]:
         assert vault.open(name).read() == data
+
+
+# -- killed and run again ---------------------------------------------------------
+
+#: The child prints this as it starts encoding its first file.
+READY = "encoding"
+
+# The command, with a hook that says when the first file starts being encoded (after
+# the inventory), so that the kills land among the rewrites.
+KILL_CHILD = f"""
+import django
+from django.core.management import call_command
+django.setup()
+from layered_storage.management.commands import layered_encode
+encode = layered_encode.encode
+def announced(storage, name, **options):
+    print({READY!r}, flush=True)
+    layered_encode.encode = encode
+    return encode(storage, name, **options)
+layered_encode.encode = announced
+call_command("layered_encode", "--storage", "vault", "--jobs", "4")
+"""
+
+
+def child_environment(folder: Path, module: str, storages: dict[str, Any]) -> Any:
+    """Write a settings module for a child process; return its environment."""
+    (folder / f"{module}.py").write_text(
+        "from tests.settings import *  # noqa: F403\n"
+        f"STORAGES = {{**STORAGES, **{storages!r}}}  # noqa: F405\n"
+    )
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": module,
+        "PYTHONPATH": os.pathsep.join([str(folder), str(ROOT)]),
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["filesystem", "s3"])
+def test_encode_killed_and_run_again_loses_nothing_and_encodes_once(
+    settings: Any, tmp_path: Path, kind: str
+) -> None:
+    vault_entries = vault_storages(inner_config(kind, tmp_path), allow_plaintext=True)
+    settings.STORAGES = {**settings.STORAGES, **vault_entries}
+    vault = reopened(settings)
+    rng = random.Random(13)
+    sizes = [rng.choice([10, 2_000, 300_000, 1_200_000]) for _ in range(100)]
+    originals = {f"k/{i:03}.bin": sample(size, i) for i, size in enumerate(sizes)}
+    for i, (name, data) in enumerate(originals.items()):
+        (vault if i % 4 == 0 else vault.inner).save(name, ContentFile(data))
+    environment = child_environment(tmp_path, "encode_kill_settings", vault_entries)
+    kills = 0
+    codes: list[int] = []
+    for attempt in range(40):
+        errors = tmp_path / f"stderr-{attempt}.txt"
+        with (
+            errors.open("w") as stderr,
+            subprocess.Popen(
+                [sys.executable, "-c", KILL_CHILD],
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                env=environment,
+                cwd=ROOT,
+            ) as child,
+        ):
+            assert child.stdout is not None
+            # Threads that start together may both announce: "encodingencoding".
+            if child.stdout.readline().startswith(READY):
+                time.sleep(rng.uniform(0, 0.1 * 1.3**attempt))
+                if child.poll() is None:
+                    child.send_signal(signal.SIGKILL)
+                    kills += 1
+            code = child.wait(timeout=120)
+        codes.append(code)
+        # A run that was not killed ends well, or only with files that failed.
+        assert code in (0, -signal.SIGKILL), errors.read_text()
+        # After every kill: every file there, read back as it was, layered at most
+        # once (a file encoded twice would read back as LSE1 bytes).
+        assert sorted(walk(vault, "k/")) == sorted(originals)
+        for name, data in originals.items():
+            with vault.open(name) as opened:
+                assert read_in_steps(opened, 1024 * 1024) == data, name
+        if code == 0:
+            break
+    else:
+        pytest.fail("the encoding never completed between the kills")
+    assert kills >= 2, f"the kills should land while files are encoded: {codes}"
+    assert all(inspect(vault, name).layered for name in originals)
+
+
+# -- memory while walking many objects --------------------------------------------
+
+MEMORY_CHILD = """
+import io, json, sys, django
+from django.core.management import call_command
+django.setup()
+
+def status(field):
+    with open("/proc/self/status") as lines:
+        return next(int(l.split()[1]) * 1024 for l in lines if l.startswith(field))
+
+def verify(prefix):
+    out = io.StringIO()
+    call_command("layered_verify", "--storage", "vault", "--prefix", prefix,
+                 "--jobs", "16", "--shard", sys.argv[1], stdout=out,
+                 stderr=io.StringIO())
+    return out.getvalue()
+
+verify("warm/")  # imports, threads and connections, as any run has them
+try:  # reset the peak to the current size (Linux), else measure from the peak
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")
+except OSError:
+    pass
+before = status("VmHWM:")
+out = verify("many/")
+print(json.dumps({"growth": status("VmHWM:") - before, "out": out}))
+"""
+
+MANY = 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["filesystem", "s3"])
+def test_walking_10000_objects_keeps_memory_bounded(
+    settings: Any, tmp_path: Path, kind: str
+) -> None:
+    # Unbound files, so one encrypted blob is valid under every name.
+    layers = [("aes-gcm", {"bind_name": False})]
+    entries = vault_storages(inner_config(kind, tmp_path))
+    entries["vault"]["OPTIONS"]["layers"] = layers
+    settings.STORAGES = {**settings.STORAGES, **entries}
+    vault = reopened(settings)
+    blob = stored_bytes(vault.inner, vault.save("blob", ContentFile(b"tiny")))
+    names = [f"warm/{i}" for i in range(50)]
+    names += [f"many/{i // 1000}/{i:05}" for i in range(MANY)]
+    put_stored(vault, dict.fromkeys(names, blob))
+    environment = child_environment(tmp_path, "memory_walk_settings", entries)
+    # Every object is listed; on S3 a tenth are read (one GET each, at a few
+    # hundred a second on two cores), the rest skipped by their shard.
+    shard = Shard(0, 10 if kind == "s3" else 1)
+    done = subprocess.run(
+        [sys.executable, "-c", MEMORY_CHILD, f"{shard.index}/{shard.count}"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=ROOT,
+        timeout=300,
+        check=True,
+    )
+    result = json.loads(done.stdout.splitlines()[-1])
+    verified = sum(in_shard(name, shard) for name in names if name.startswith("many/"))
+    assert f"{verified} of {verified} files verified" in result["out"]
+    assert result["growth"] < 64 * 1024 * 1024, result["growth"]
