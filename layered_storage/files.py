@@ -21,10 +21,12 @@ from typing import Any
 
 from django.core.files.base import File
 
-from layered_storage.streams import BlockReader, ByteStream, PipeStream
+from layered_storage.streams import BlockReader, ByteStream, PipeStream, ProducerStream
 
-#: How a writable file hands plaintext on: in pieces of this size.
-WRITE_BUFFER = 1024 * 1024
+#: A writable file coalesces small writes into pieces of this size.
+WRITE_PIECE = 64 * 1024
+#: A file written no larger than this is stored on close, in the calling thread.
+SMALL_FILE = 1024 * 1024
 
 
 def is_write_mode(mode: str) -> bool:
@@ -78,7 +80,7 @@ class LayeredFile(File):  # type: ignore[type-arg]
                 raise ValueError(f"{self.name!r} was opened read-only.")
             self._upload = Upload(self._store, str(self.name))
             buffered: Any = io.BufferedWriter(
-                self._upload.writer, buffer_size=WRITE_BUFFER
+                self._upload.writer, buffer_size=WRITE_PIECE
             )
         else:
             self._raw = self._decoder()
@@ -123,7 +125,6 @@ class LayeredFile(File):  # type: ignore[type-arg]
             super().close()
             return
         file: Any = self.file
-        upload.closing = True
         try:
             file.close()  # the last buffered bytes go to the save
         except BaseException as exc:
@@ -197,10 +198,11 @@ class PipeWriter(io.RawIOBase):
 class Upload:
     """The save of what a writable file is given.
 
-    A file that fits in the write buffer is stored on close, in the calling thread.
-    A larger one is stored by a thread of its own, started with the first full
-    buffer and fed through ``pipe``. Dropping the file without ``close()`` aborts
-    that save, storing nothing.
+    The first ``SMALL_FILE`` bytes are kept as written; a file that ends within
+    them is stored on close, in the calling thread, with no hand-off. A larger one
+    is stored by a thread of its own, started once they overflow and fed through
+    ``pipe``. Dropping the file without ``close()`` aborts that save, storing
+    nothing.
     """
 
     def __init__(self, store: Store, name: str) -> None:
@@ -208,8 +210,8 @@ class Upload:
         self._name = name
         self.pipe = PipeStream()
         self.writer = PipeWriter(self.put)
-        #: Set by the file just before its last bytes are flushed.
-        self.closing = False
+        self._held: list[bytes] = []
+        self._held_size = 0
         self._stored = False
         self._outcome: list[BaseException] = []
         self._thread: threading.Thread | None = None
@@ -224,11 +226,15 @@ class Upload:
         if self._stored:
             raise BrokenPipeError(f"writing {self._name!r} is over")
         if self._thread is None:
-            if self.closing:  # the whole file: store it here, with no hand-off
-                self._stored = True
-                self._store(io.BytesIO(chunk))
+            self._held.append(chunk)
+            self._held_size += len(chunk)
+            if self._held_size <= SMALL_FILE:
                 return
             self._start()
+            held, self._held = self._held, []
+            for piece in held:
+                self.pipe.put(piece)
+            return
         self.pipe.put(chunk)
 
     def _start(self) -> None:
@@ -256,9 +262,10 @@ class Upload:
             BaseException: what made the save fail (nothing was stored).
         """
         if self._thread is None:
-            if not self._stored:  # nothing was written: an empty file
+            if not self._stored:  # a small file: stored here, with no thread
                 self._stored = True
-                self._store(io.BytesIO(b""))
+                held, self._held = self._held, []
+                self._store(HeldStream(held))
             return
         assert self._finalizer is not None
         self._finalizer.detach()
@@ -271,11 +278,23 @@ class Upload:
         """Make the save fail with ``reason`` and wait for it to clean up."""
         if self._thread is None:
             self._stored = True  # nothing started, and nothing will be stored
+            self._held = []
             return
         assert self._finalizer is not None
         self._finalizer.detach()
         self.pipe.abort(reason)
         self._thread.join()
+
+
+class HeldStream(ProducerStream):
+    """The chunks of a small written file, read in order (each handed on once)."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        super().__init__()
+        self._chunks = chunks[::-1]
+
+    def _produce(self) -> bytes | None:
+        return self._chunks.pop() if self._chunks else None
 
 
 def _run_store(store: Store, pipe: PipeStream, outcome: list[BaseException]) -> None:

@@ -349,14 +349,16 @@ class PipeStream(ProducerStream):
 
     The writing thread calls ``put`` for each chunk, then ``finish`` (or ``abort``);
     the reading thread reads it like any other layer input. At most ``capacity``
-    chunks wait, so a writer faster than the reader waits for it and memory stays
-    bounded. When the reader stops (done or failed) it calls ``hang_up``; a writer
-    still putting then gets the reader's error instead of waiting forever.
+    bytes wait (one chunk more, if it is larger), so a writer faster than the reader
+    waits for it and memory stays bounded. When the reader stops (done or failed)
+    it calls ``hang_up``; a writer still putting then gets the reader's error
+    instead of waiting forever.
     """
 
-    def __init__(self, capacity: int = 4) -> None:
+    def __init__(self, capacity: int = 4 * 1024 * 1024) -> None:
         super().__init__()
         self._capacity = capacity
+        self._queued = 0
         self._queue: deque[bytes] = deque()
         self._condition = threading.Condition()
         self._ended = False
@@ -372,7 +374,7 @@ class PipeStream(ProducerStream):
             BrokenPipeError: the reader stopped, or the pipe was closed.
         """
         with self._condition:
-            while len(self._queue) >= self._capacity and not self._hung_up:
+            while self._queue and self._queued >= self._capacity and not self._hung_up:
                 self._condition.wait()
             if self._hung_up:
                 if self._reader_error is not None:
@@ -381,6 +383,7 @@ class PipeStream(ProducerStream):
             if self._ended:
                 raise BrokenPipeError("the pipe was closed")
             self._queue.append(chunk)
+            self._queued += len(chunk)
             self._condition.notify_all()
 
     def finish(self) -> None:
@@ -395,6 +398,7 @@ class PipeStream(ProducerStream):
             self._ended = True
             self._abort_reason = reason
             self._queue.clear()
+            self._queued = 0
             self._condition.notify_all()
 
     def hang_up(self, error: BaseException | None = None) -> None:
@@ -403,6 +407,7 @@ class PipeStream(ProducerStream):
             self._hung_up = True
             self._reader_error = error
             self._queue.clear()
+            self._queued = 0
             self._condition.notify_all()
 
     def _produce(self) -> bytes | None:
@@ -414,5 +419,6 @@ class PipeStream(ProducerStream):
             if not self._queue:
                 return None
             chunk = self._queue.popleft()
+            self._queued -= len(chunk)
             self._condition.notify_all()
             return chunk
