@@ -18,6 +18,8 @@ from tests.memory_probe import GeneratedStream, generated_file
 from tests.test_storage import FailingContent
 from tests.utils import read_in_steps, sample
 
+pytestmark = pytest.mark.inner("s3")
+
 MIB = 1024 * 1024
 
 
