@@ -272,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inner", default="s3,azure,gcs")
     parser.add_argument("--memory-size", type=int, default=512, help="MiB")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--memory-dataset", default="text", choices=datasets.DATASETS)
+    parser.add_argument("--only-memory", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -289,9 +291,12 @@ def main(argv: list[str] | None = None) -> int:
         found: dict[str, Any] = {}
         log = print
         if not args.no_memory:
-            source = datasets.ensure("text", args.memory_size * MiB, data)
+            size = args.memory_size * MiB
+            source = datasets.ensure(args.memory_dataset, size, data)
             found["memory"] = memory(kind, source, workdir)
             log(f"{kind}: peak RSS growth {found['memory']} MiB")
+        if args.only_memory:
+            continue
         source = datasets.ensure("text", RANGE_SIZE, data)
         found["range"] = range_requests(kind, source)
         log(f"{kind}: random 1 MiB reads {found['range']}")
@@ -301,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
             ratios = {k: round(v, 2) for k, v in found[dataset].items()}
             log(f"{kind}: {dataset} MiB/s and ratios {ratios}")
         results[kind] = found
-    _report(results)
+    if not args.only_memory:
+        _report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
