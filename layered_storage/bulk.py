@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -212,22 +213,35 @@ def run_each(
 
 
 def _connection_sharer(storage: LayeredStorage | None) -> Callable[[], None] | None:
-    """Return a thread initializer that gives the thread this thread's connection
-    to the S3 inner storage of ``storage`` (None: nothing to share).
+    """Return a thread initializer that gives each thread a connection to the S3
+    inner storage of ``storage`` shared with other threads (None: nothing to share).
 
     S3Storage makes a boto3 session and resource per thread, which takes more CPU
     than a small object's whole verification: 16 new threads spent more on that
-    than a serial run on 500 files. The client inside is thread-safe, and
-    S3Storage already shares its ``bucket`` between threads.
+    than a serial run on 500 files. A client is thread-safe (and S3Storage already
+    shares its ``bucket`` between threads), but it keeps at most
+    ``max_pool_connections`` HTTP connections: so threads share a connection by as
+    many (this one's first, then one made by the first thread of each group).
     """
     inner: Any = storage.inner if storage is not None else None
     local = getattr(inner, "_connections", None)
     if inner is None or not _is_s3(inner) or local is None:
         return None
-    connection = inner.connection  # S3Storage's, made in this thread if need be
+    # S3Storage's own, made in this thread if need be; this thread lists with it.
+    connections = [inner.connection]
+    config = connections[0].meta.client.meta.config
+    per_connection = max(int(getattr(config, "max_pool_connections", 10) or 10), 1)
+    lock = threading.Lock()
+    users = 1
 
     def share() -> None:
-        local.connection = connection
+        nonlocal users
+        with lock:
+            group = users // per_connection
+            users += 1
+            if group == len(connections):
+                connections.append(inner.connection)  # made here, as S3Storage does
+            local.connection = connections[group]
 
     return share
 

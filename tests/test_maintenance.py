@@ -3,6 +3,7 @@ inspect with sizes, the inventory and the offline pipeline."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import threading
@@ -300,3 +301,33 @@ def test_offline_pipeline_needs_keys_to_encrypt() -> None:
     pipeline = offline_pipeline(None, ["zstd"], allow_unencrypted=True)
     with pytest.raises(NotLayeredError):
         pipeline.decode(io.BytesIO(b"plain"), FileContext(name="p"))
+
+
+def test_run_each_threads_share_s3_connections_within_their_pools(
+    settings: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage = make_storage(settings, tmp_path, "s3", ["aes-gcm"])
+    for i in range(40):
+        storage.save(f"c/{i}", ContentFile(b"x"))
+    inner: Any = storage.inner
+    pool_size = inner.connection.meta.client.meta.config.max_pool_connections
+    used: dict[int, set[str]] = {}
+
+    every_thread = threading.Barrier(16)
+
+    def check(name: str) -> None:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            every_thread.wait(timeout=5)  # the first 16 files: one in each thread
+        used.setdefault(id(inner.connection), set()).add(
+            threading.current_thread().name
+        )
+        assert storage.open(name).read() == b"x"
+
+    with caplog.at_level("WARNING"):
+        outcomes = list(run_each(walk(storage), check, jobs=16, storage=storage))
+    assert all(outcome.error is None for outcome in outcomes)
+    # One connection per pool's worth of threads, not one per thread...
+    assert len(used) == -(-(16 + 1) // pool_size)
+    assert all(len(threads) <= pool_size for threads in used.values())
+    # ... and never more users than a pool holds ("Connection pool is full").
+    assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
