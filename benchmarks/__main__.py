@@ -27,6 +27,7 @@ from benchmarks import (
     datasets,
     env,
     files,
+    maintenance,
     memory,
     report,
     s3,
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     range_probe: dict[str, Any] | None = None
     served: dict[str, Any] | None = None
     file_api: dict[str, Any] | None = None
+    jobs: dict[str, Any] | None = None
     try:
         _log("throughput:")
         sizes = FULL_SIZES if args.full else QUICK_SIZES
@@ -189,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
             src = datasets.ensure("text", s3.RANGE_FILE_SIZE, workdir / "data")
             range_probe = s3.range_reads(src)
             src.unlink()
+            _log(f"S3 maintenance ({maintenance.OBJECTS} objects, --jobs):")
+            jobs = maintenance.run(_log)
         _log("serving (WSGI, in process):")
         served = serving.run(workdir, _log)
         _log("file API (read(), open('wb')):")
@@ -219,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     found += checks.range_checks(range_probe)
     found += serving.serving_checks(served)
     found += files.file_checks(file_api)
+    found += maintenance.maintenance_checks(jobs)
     info = checks.info_ratios(records, ratio_size)
     report.throughput_table(records, print)
     report.memory_table(mem_records, print)
@@ -234,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         serving.report(served, print)
     if file_api is not None:
         files.report(file_api, print)
+    if jobs is not None:
+        maintenance.report(jobs, print)
     for note in notes:
         print(note)
     if not args.no_plots:
@@ -259,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             "s3_range_reads": range_probe,
             "serving": served,
             "file_api": file_api,
+            "maintenance": jobs,
             "checks": [check.as_dict() for check in found],
             "info_ratios": dict(info),
             "notes": notes,
