@@ -316,3 +316,42 @@ def test_a_name_bound_file_needs_its_name(
     (tmp_path / "stored").write_bytes(stored_bytes(storage.inner, name))
     assert main(["decrypt", "--key-file", str(key_file), str(tmp_path / "stored")]) == 2
     assert "give --name NAME" in capsys.readouterr().err
+
+
+def documented_reader() -> Any:
+    """Return ``decode`` from the reader that docs/howto/recover.rst gives, written
+    from the format reference alone."""
+    text = (ROOT / "docs" / "howto" / "recover.rst").read_text()
+    section = text.split("Without this package", 1)[1]
+    block = section.split(".. code-block:: python\n", 1)[1]
+    lines = []
+    for line in block.splitlines()[1:]:
+        if line and not line.startswith("   "):
+            break
+        lines.append(line[3:])
+    namespace: dict[str, Any] = {}
+    exec(compile("\n".join(lines), "recover.rst", "exec"), namespace)
+    return namespace["decode"]
+
+
+@pytest.mark.parametrize(
+    "layers", [["zstd", "aes-gcm"], ["aes-gcm"], ["zstd", "chacha20-poly1305"]]
+)
+def test_the_documented_reader_decodes_what_the_storage_writes(
+    settings: Any, tmp_path: Path, layers: list[str]
+) -> None:
+    decode = documented_reader()
+    storage = make_storage(
+        settings, tmp_path, "filesystem", layers, namespace="archive"
+    )
+    key = base64.urlsafe_b64decode(settings.LAYERED_STORAGE["KEYS"][0])
+    for size in (0, 1, 65535, 65536, 70_000, 2 * 1024 * 1024 + 5):
+        data = sample(size, size)
+        name = storage.save(f"dir/é-{size}.bin", ContentFile(data))
+        stored = stored_bytes(storage.inner, name)
+        assert decode(stored, key, name, "archive") == data
+        with pytest.raises(Exception, match="wrong key, name or namespace"):
+            decode(stored, key, name + "x", "archive")
+        if size > 70_000:  # cut at a segment boundary, trailer put back
+            with pytest.raises(ValueError, match="truncated"):
+                decode(stored[: 90 + 65552] + stored[-92:], key, name, "archive")
