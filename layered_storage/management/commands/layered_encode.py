@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
+from layered_storage.bulk import Shard
 from layered_storage.maintenance import encode
 from layered_storage.management.base import (
     EXIT_FAILED,
@@ -40,7 +42,7 @@ class Command(FileCommand):
         *args: Any,
         storage: str | None,
         prefix: str,
-        shard: Any,
+        shard: Shard | None,
         jobs: int,
         json: bool,
         dry_run: bool,
@@ -49,7 +51,7 @@ class Command(FileCommand):
     ) -> None:
         alias, layered = layered_storage(storage)
 
-        def files() -> Any:
+        def files() -> Iterator[str]:
             return selected_names(layered, prefix=prefix, shard=shard)
 
         inventory = inventory_of(self, layered, files(), jobs=jobs)

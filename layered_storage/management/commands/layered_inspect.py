@@ -8,6 +8,7 @@ from typing import Any
 
 from django.core.management.base import CommandError
 
+from layered_storage.bulk import Shard
 from layered_storage.maintenance import inspect, missing_key_ids
 from layered_storage.management.base import (
     EXIT_FAILED,
@@ -34,7 +35,7 @@ class Command(FileCommand):
         storage: str | None,
         names: list[str],
         prefix: str,
-        shard: Any,
+        shard: Shard | None,
         jobs: int,
         json: bool,
         **options: Any,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
+from layered_storage.bulk import Shard
 from layered_storage.maintenance import inspect, needs_rotation, rotate, verify
 from layered_storage.management.base import (
     EXIT_FAILED,
@@ -41,7 +43,7 @@ class Command(FileCommand):
         *args: Any,
         storage: str | None,
         prefix: str,
-        shard: Any,
+        shard: Shard | None,
         jobs: int,
         json: bool,
         dry_run: bool,
@@ -51,7 +53,7 @@ class Command(FileCommand):
         alias, layered = layered_storage(storage)
         primary = keyring_or_error(layered, alias).primary.label
 
-        def files() -> Any:
+        def files() -> Iterator[str]:
             return selected_names(layered, prefix=prefix, shard=shard)
 
         inventory = inventory_of(self, layered, files(), jobs=jobs)
