@@ -20,6 +20,8 @@ SEGMENT = 64 * 1024
 FRAME = MiB
 TAG = 16
 LEVEL = 3
+#: Sealed segments the read loop takes per read call.
+BATCH = 16
 _NOT_FINAL, _FINAL = b"\x00", b"\x01"
 
 AeadClass = type[AESGCM] | type[ChaCha20Poly1305]
@@ -29,9 +31,17 @@ AEADS: dict[str, AeadClass] = {"aes-gcm": AESGCM, "chacha20-poly1305": ChaCha20P
 class Sealer:
     """An AEAD key and a nonce base, as a per-file key schedule would give."""
 
-    def __init__(self, aead: str = "aes-gcm") -> None:
-        self.cipher = AEADS[aead](os.urandom(32))
-        self.base = int.from_bytes(os.urandom(12), "big")
+    def __init__(
+        self,
+        aead: str = "aes-gcm",
+        *,
+        secret: bytes | None = None,
+        base: int | None = None,
+    ) -> None:
+        """A fresh key and nonce base, or (to read in another process) given ones."""
+        self.secret = os.urandom(32) if secret is None else secret
+        self.cipher = AEADS[aead](self.secret)
+        self.base = int.from_bytes(os.urandom(12), "big") if base is None else base
 
     def nonce(self, index: int) -> bytes:
         """Return the nonce of segment ``index``."""
@@ -154,38 +164,51 @@ def zstd_aead_encrypt(src: Path, dst: Path, sealer: Sealer) -> list[int]:
 
 
 def zstd_aead_decrypt(src: Path, sealer: Sealer, sizes: list[int]) -> None:
-    """Open the segments, then decompress each frame as soon as it is whole."""
-    decompressor = zstandard.ZstdDecompressor()
-    plain, sealed = bytearray(SEGMENT), bytearray(SEGMENT + TAG)
-    plain_view, sealed_view = memoryview(plain), memoryview(sealed)
+    """Open the segments, then decompress each frame as soon as it is whole.
+
+    The fastest single-thread loop found for this work: ``BATCH`` sealed segments
+    per read call, each opened with ``decrypt_into`` straight into one buffer of the
+    compressed stream, and every whole frame decompressed from a view of that
+    buffer with one-shot ``decompress`` (as fast here as ``stream_reader().readinto``
+    a reused buffer; opening segment by segment and joining them ran at 0.6-0.9x).
+    """
+    decompress = zstandard.ZstdDecompressor().decompress
     decrypt_into, nonce = sealer.cipher.decrypt_into, sealer.nonce
+    sealed = bytearray(BATCH * (SEGMENT + TAG))
+    sealed_view = memoryview(sealed)
+    # The frame being gathered (at most a frame and a little) plus one batch.
+    stream = bytearray(2 * FRAME + BATCH * SEGMENT)
+    stream_view = memoryview(stream)
     frames = iter(sizes)
     need = next(frames, 0)
-    pending = bytearray()
-    start = index = 0
+    start = end = index = 0
     with open(src, "rb", buffering=0) as source:
-        while True:
+        left = os.fstat(source.fileno()).st_size
+        while left:
             count = _fill(source, sealed)
-            final = count < SEGMENT + TAG
-            opened = plain_view[: count - TAG]
-            decrypt_into(
-                nonce(index),
-                sealed_view[:count],
-                _FINAL if final else _NOT_FINAL,
-                opened,
-            )
-            pending += opened
-            index += 1
-            while need and len(pending) - start >= need:
-                with memoryview(pending) as view, view[start : start + need] as frame:
-                    decompressor.decompress(frame)
+            left -= count
+            if end + BATCH * SEGMENT > len(stream):  # move the partial frame down
+                stream_view[: end - start] = stream_view[start:end]
+                start, end = 0, end - start
+            position = 0
+            while position < count:
+                length = min(SEGMENT + TAG, count - position)
+                final = not left and position + length == count
+                decrypt_into(
+                    nonce(index),
+                    sealed_view[position : position + length],
+                    _FINAL if final else _NOT_FINAL,
+                    stream_view[end : end + length - TAG],
+                )
+                position += length
+                end += length - TAG
+                index += 1
+            while need and end - start >= need:
+                decompress(stream_view[start : start + need])
                 start += need
                 need = next(frames, 0)
-            if start > 4 * MiB:
-                del pending[:start]
-                start = 0
-            if final:
-                return
+            if not count:
+                raise OSError(f"{src} ended early")
 
 
 def copy_file(src: Path, dst: Path) -> None:
