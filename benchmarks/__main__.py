@@ -27,11 +27,15 @@ from benchmarks import (
     datasets,
     env,
     files,
+    link,
     maintenance,
     memory,
+    reads,
     report,
     s3,
     serving,
+    small,
+    threads,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,6 +110,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--tmpdir", type=Path, default=None, help="where temporary files go"
     )
     parser.add_argument("--no-memory", action="store_true", help="skip RSS probes")
+    parser.add_argument(
+        "--no-link", action="store_true", help="skip S3 over a limited link"
+    )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument(
         "--update-docs",
@@ -197,6 +204,15 @@ def main(argv: list[str] | None = None) -> int:
         served = serving.run(workdir, _log)
         _log("file API (read(), open('wb')):")
         file_api = files.run(workdir, _log)
+        _log("reads in a fresh process:")
+        fresh_read = reads.run(workdir, key, _log)
+        _log("small files:")
+        small_files = small.run(workdir, _log)
+        _log("8 threads against 1:")
+        threaded = threads.run(workdir, _log)
+        if not args.no_link:
+            _log("S3 over a limited link:")
+            linked = link.run(workdir, _log)
         mem_records: list[dict[str, Any]] = []
         if not args.no_memory:
             _log("memory:")
@@ -223,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     found += checks.range_checks(range_probe)
     found += serving.serving_checks(served)
     found += files.file_checks(file_api)
+    found += reads.read_checks(fresh_read)
+    found += small.small_checks(small_files)
+    found += threads.thread_checks(threaded)
+    found += link.link_checks(linked)
     found += maintenance.maintenance_checks(jobs)
     info = checks.info_ratios(records, ratio_size)
     report.throughput_table(records, print)
@@ -239,6 +259,14 @@ def main(argv: list[str] | None = None) -> int:
         serving.report(served, print)
     if file_api is not None:
         files.report(file_api, print)
+    for result, show in (
+        (fresh_read, reads.report),
+        (small_files, small.report),
+        (threaded, threads.report),
+        (linked, link.report),
+    ):
+        if result is not None:
+            show(result, print)
     if jobs is not None:
         maintenance.report(jobs, print)
     for note in notes:
@@ -266,6 +294,10 @@ def main(argv: list[str] | None = None) -> int:
             "s3_range_reads": range_probe,
             "serving": served,
             "file_api": file_api,
+            "fresh_read": fresh_read,
+            "small_files": small_files,
+            "threads": threaded,
+            "s3_link": linked,
             "maintenance": jobs,
             "checks": [check.as_dict() for check in found],
             "info_ratios": dict(info),

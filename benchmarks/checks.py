@@ -15,7 +15,8 @@ MEMORY_TARGET_SIZE = 512 * MiB
 
 @dataclass
 class Check:
-    """One target: ``value`` compared with ``target`` (``>=``, or ``<`` for memory)."""
+    """One target: ``value`` compared with ``target`` (``>=``; ``<`` for memory;
+    ``<=`` for costs, such as a time against a baseline's)."""
 
     label: str
     value: float | None
@@ -31,6 +32,8 @@ class Check:
             return "SKIP"
         if self.comparison == ">=":
             return "PASS" if self.value >= self.target else "FAIL"
+        if self.comparison == "<=":
+            return "PASS" if self.value <= self.target else "FAIL"
         return "PASS" if self.value < self.target else "FAIL"
 
     def line(self) -> str:
