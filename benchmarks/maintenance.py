@@ -30,10 +30,8 @@ JOBS = 16
 #: The request delay that stands for a remote S3 (first-byte latency of a small
 #: GET within a region is typically 10-30 ms).
 RTT = 0.010
-#: --jobs 16 against --jobs 1, with RTT; and the speed-up on the local server
-#: against the one plain boto3 threads get there (how much of the ceiling is kept).
+#: --jobs 16 against --jobs 1, with RTT.
 TARGET = 5.0
-CEILING_TARGET = 0.8
 ALIAS = "maintenance-bench"
 
 
@@ -184,27 +182,19 @@ def run(log: Callable[[str], None]) -> dict[str, Any]:
 
 
 def maintenance_checks(result: dict[str, Any] | None) -> list[Check]:
-    """Return the targets: the --jobs speed-up with a network's delay, and on the
-    local server the share of what plain boto3 threads gain."""
+    """Return the target: the --jobs speed-up over a network's delay. (On loopback
+    the speed-up is bounded by CPU, as plain boto3's is: reported, not a target.)"""
     if result is None:
         return []
-    where = f"{OBJECTS} small objects, S3 (SeaweedFS)"
     return [
         Check(
-            f"layered_verify --jobs {JOBS} / --jobs 1, {where} + "
-            f"{RTT * 1000:g} ms RTT per request",
+            f"layered_verify --jobs {JOBS} / --jobs 1, {OBJECTS} small objects, S3 "
+            f"(SeaweedFS) + {RTT * 1000:g} ms RTT per request",
             result["speedup_with_rtt"],
             TARGET,
-        ),
-        Check(
-            f"layered_verify --jobs {JOBS} speed-up / plain boto3 {JOBS}-thread "
-            f"speed-up, {where} on loopback",
-            result["share_of_ceiling"],
-            CEILING_TARGET,
-            note=f"[--jobs {JOBS} / --jobs 1 there: "
-            f"{result['speedup_loopback']:.2f}; boto3 alone: "
-            f"{result['speedup_raw_boto3_loopback']:.2f}]",
-        ),
+            note=f"[on loopback: {result['speedup_loopback']:.2f}; plain boto3 "
+            f"threads there: {result['speedup_raw_boto3_loopback']:.2f}]",
+        )
     ]
 
 
