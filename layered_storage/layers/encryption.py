@@ -299,16 +299,77 @@ class DecryptingReader(BlockReader):
                 f"{name!r} holds {self._size} bytes, over this storage's limit of "
                 f"{limit}."
             )
-        self._sealed = bytearray(self.block_size + lse1.TAG_SIZE)
         self._plain = bytearray(self.block_size)
+        # Stored segments read at once: a batch when reading on, else what is needed.
+        self._stored = bytearray(self.block_size + lse1.TAG_SIZE)
+        self._stored_first = 0
+        self._stored_count = 0
         self._cached_index = -1
         self._cached = memoryview(b"")
+        #: Where the source is, so moving it needs no ``tell()`` (a system call on
+        #: a file); -1 when unknown.
+        self._source_offset = -1
 
     @property
     def size(self) -> int:
         # Verify the final segment before answering: a length alone could be forged.
         self._block(self._segments - 1)
         return self._size
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        """Fill ``buffer``; whole segments it covers are opened straight into it,
+        ``BATCH`` at a time from one read of the source, with no copy."""
+        if self.closed:
+            raise ValueError("I/O operation on closed file.")
+        view = memoryview(buffer).cast("B")
+        size = self.block_size
+        filled = 0
+        while filled < len(view):
+            index, offset = divmod(self._position, size)
+            # Never the final segment: it is short, and ``_block`` keeps it verified.
+            whole = min((len(view) - filled) // size, self._segments - 1 - index)
+            if offset == 0 and whole > 0 and index != self._cached_index:
+                whole = min(whole, self.BATCH)
+                self._open_into(index, whole, view[filled : filled + whole * size])
+                count = whole * size
+            else:
+                block = self._block(index)
+                if offset >= len(block):  # only the short final segment ends data
+                    break
+                count = min(len(block) - offset, len(view) - filled)
+                view[filled : filled + count] = block[offset : offset + count]
+            filled += count
+            self._position += count
+        return filled
+
+    #: Whole segments read from the source at once and opened into a caller's
+    #: buffer: 1 MiB at 64 KiB segments.
+    BATCH = 16
+
+    def _open_into(self, first: int, count: int, out: memoryview) -> None:
+        """Open the ``count`` non-final segments from ``first`` into ``out``.
+
+        Raises:
+            SegmentAuthenticationError, TruncatedFileError: see ``_block``; ``out``
+                is zeroed first, so no unauthenticated plaintext is left in it.
+        """
+        tagged = self.block_size + lse1.TAG_SIZE
+        sealed = self._sealed(first, count)
+        size = self.block_size
+        for number in range(count):
+            index = first + number
+            cipher, nonce = self._schedule.segment(index)
+            try:
+                cipher.decrypt_into(
+                    nonce,
+                    sealed[number * tagged : (number + 1) * tagged],
+                    lse1.final_flag(False),
+                    out[number * size : (number + 1) * size],
+                )
+            except InvalidTag:
+                # decrypt_into writes the plaintext before it checks the tag.
+                out[:] = bytes(len(out))
+                raise self._failed(index) from None
 
     def _block(self, index: int) -> memoryview:
         if index == self._cached_index:
@@ -321,34 +382,79 @@ class DecryptingReader(BlockReader):
         length = (
             self._size - last * self.block_size if final else self.block_size
         ) + lse1.TAG_SIZE
-        offset = self._header_size + index * (self.block_size + lse1.TAG_SIZE)
-        if index == 0:
-            self._check_leading_header()
-        elif self._source.tell() != offset:
-            self._source.seek(offset)
-        sealed = memoryview(self._sealed)[:length]
-        if fill_from(self._source, sealed) != length:
-            raise TruncatedFileError(
-                f"{self._file_name!r} ended inside segment {index} while being read: "
-                "it was cut or replaced during the read."
-            )
+        sealed = self._sealed(index, 1)
         plain = memoryview(self._plain)[: length - lse1.TAG_SIZE]
         cipher, nonce = self._schedule.segment(index)
+        # The buffer is about to change: whatever it held is no longer cached.
+        self._cached_index, self._cached = -1, memoryview(b"")
         try:
             cipher.decrypt_into(nonce, sealed, lse1.final_flag(final), plain)
         except InvalidTag:
-            cause = (
-                "its bytes changed after writing, or it was truncated or extended"
-                if final
-                else "its bytes changed after writing, or segments were moved"
-            )
-            raise SegmentAuthenticationError(
-                f"{self._file_name!r} failed authentication at segment {index} of "
-                f"{self._segments}: {cause}.",
-                segment=index,
-            ) from None
+            # decrypt_into writes the plaintext before it checks the tag.
+            plain[:] = bytes(len(plain))
+            raise self._failed(index) from None
         self._cached_index, self._cached = index, plain
         return plain
+
+    def _sealed(self, first: int, count: int) -> memoryview:
+        """Return the stored bytes of ``count`` segments from ``first`` (at most
+        ``BATCH``). Reading on from the last ones read, a whole batch is read at
+        once: one call to the source per ``BATCH`` segments, not one or two per
+        read; elsewhere (a seek), only what is asked for.
+
+        Raises:
+            TruncatedFileError: the object ends too soon (it changed meanwhile).
+        """
+        tagged = self.block_size + lse1.TAG_SIZE
+        have = self._stored_first
+        if have <= first and first + count <= have + self._stored_count:
+            at = (first - have) * tagged
+            return memoryview(self._stored)[at:][: self._length(first, count)]
+        asked = count
+        if first == have + self._stored_count:
+            count = max(count, self.BATCH)
+        count = min(count, self._segments - first)
+        length = self._length(first, count)
+        if len(self._stored) < length:
+            self._stored = bytearray(self.BATCH * tagged)
+        sealed = memoryview(self._stored)[:length]
+        self._stored_count = 0  # until it holds them
+        offset = self._header_size + first * tagged
+        if first == 0:
+            self._check_leading_header()
+        elif self._source_offset != offset:
+            self._source.seek(offset)
+        got = fill_from(self._source, sealed)
+        self._source_offset = offset + got
+        if got != length:
+            self._source_offset = -1
+            raise TruncatedFileError(
+                f"{self._file_name!r} ended inside segment {first + got // tagged} "
+                "while being read: it was cut or replaced during the read."
+            )
+        self._stored_first, self._stored_count = first, count
+        return sealed[: self._length(first, asked)]
+
+    def _length(self, first: int, count: int) -> int:
+        """Return the stored length of ``count`` segments from ``first``."""
+        last = self._segments - 1
+        length = count * (self.block_size + lse1.TAG_SIZE)
+        if first + count > last:  # the final segment is short
+            length -= self._segments * self.block_size - self._size
+        return length
+
+    def _failed(self, index: int) -> SegmentAuthenticationError:
+        final = index == self._segments - 1
+        cause = (
+            "its bytes changed after writing, or it was truncated or extended"
+            if final
+            else "its bytes changed after writing, or segments were moved"
+        )
+        return SegmentAuthenticationError(
+            f"{self._file_name!r} failed authentication at segment {index} of "
+            f"{self._segments}: {cause}.",
+            segment=index,
+        )
 
     def _check_leading_header(self) -> None:
         """Read the header at the start (leaving the source at segment 0) and check
@@ -359,6 +465,7 @@ class DecryptingReader(BlockReader):
         """
         self._source.seek(0)
         leading = read_exactly(self._source, self._header_size)
+        self._source_offset = len(leading)
         if leading != self._header_bytes:
             raise HeaderAuthenticationError(
                 f"{self._file_name!r} failed header authentication: its header "

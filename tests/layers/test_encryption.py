@@ -178,6 +178,64 @@ def test_no_plaintext_is_released_from_a_tampered_segment() -> None:
             reader.read(1)
 
 
+def opened(stored: bytes) -> Any:
+    return Pipeline([AesGcmLayer()], ReadPolicy()).decode(io.BytesIO(stored), CONTEXT)
+
+
+@pytest.mark.parametrize("size", [2 * SEGMENT, 20 * SEGMENT + 7, 40 * SEGMENT])
+@pytest.mark.parametrize("buffer", [SEGMENT, 3 * SEGMENT + 5, 17 * SEGMENT])
+def test_whole_segments_are_opened_straight_into_the_callers_buffer(
+    size: int, buffer: int
+) -> None:
+    # readinto() with room for whole segments takes them in batches, the rest one
+    # segment at a time: both give the same bytes, from any starting point.
+    data = sample(size)
+    with opened(encode(data)) as reader:
+        for start in (0, 1, SEGMENT, size - SEGMENT - 1):
+            reader.seek(start)
+            received = bytearray()
+            chunk = bytearray(buffer)
+            while count := reader.readinto(chunk):
+                received += chunk[:count]
+            assert received == data[start:]
+
+
+@pytest.mark.parametrize("tampered", [0, 1, 15, 16, 17])
+def test_a_tampered_segment_in_a_batch_is_rejected_and_never_released(
+    tampered: int,
+) -> None:
+    data = sample(20 * SEGMENT + 3)
+    stored = bytearray(encode(data))
+    stored[H + tampered * TAGGED + 100] ^= 0x01
+    buffer = bytearray(b"\xee" * (18 * SEGMENT))  # two batches: 16 segments, then 2
+    with (
+        opened(bytes(stored)) as reader,
+        pytest.raises(SegmentAuthenticationError, match=f"segment {tampered} "),
+    ):
+        reader.readinto(buffer)
+    # decrypt_into writes plaintext before it checks the tag: the failed batch is
+    # wiped; an earlier batch holds authentic plaintext, a later one nothing.
+    failed = tampered // 16 * 16 * SEGMENT
+    assert buffer[:failed] == data[:failed]
+    assert not any(buffer[failed : failed + 16 * SEGMENT][: 18 * SEGMENT - failed])
+    assert set(buffer[failed + 16 * SEGMENT :]) <= {0xEE}
+
+
+def test_a_segment_that_fails_leaves_no_plaintext_in_the_reader() -> None:
+    # Segment 1 fails after segment 0 was read: reading segment 0 again must give
+    # its own bytes, not what decrypt_into wrote of segment 1 before checking it.
+    data = sample(3 * SEGMENT)
+    stored = bytearray(encode(data))
+    stored[H + TAGGED + 5] ^= 0x01
+    with opened(bytes(stored)) as reader:
+        assert reader.read(10) == data[:10]
+        reader.seek(SEGMENT)
+        with pytest.raises(SegmentAuthenticationError, match="segment 1"):
+            reader.read(10)
+        reader.seek(20)
+        assert reader.read(SEGMENT - 20) == data[20:SEGMENT]
+
+
 # -- the header ------------------------------------------------------------------
 
 
