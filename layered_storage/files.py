@@ -23,6 +23,10 @@ from django.core.files.base import File
 
 from layered_storage.streams import BlockReader, ByteStream, PipeStream, ProducerStream
 
+#: What a readable file buffers for small reads. Reads this large or larger go
+#: straight to the decoder, which copies each byte once, from the decoded block
+#: into the caller's result (a larger buffer would copy everything twice).
+READ_BUFFER = 64 * 1024
 #: A writable file coalesces small writes into pieces of this size.
 WRITE_PIECE = 64 * 1024
 #: A file written no larger than this is stored on close, in the calling thread.
@@ -84,9 +88,7 @@ class LayeredFile(File):  # type: ignore[type-arg]
             )
         else:
             self._raw = self._decoder()
-            buffered = io.BufferedReader(
-                self._raw, buffer_size=max(self._raw.block_size, 64 * 1024)
-            )
+            buffered = io.BufferedReader(self._raw, buffer_size=READ_BUFFER)
         if "b" not in mode:
             encoding = io.text_encoding(self._text_options["encoding"])
             buffered = io.TextIOWrapper(

@@ -17,7 +17,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 from layered_storage import conf
 
@@ -75,36 +75,132 @@ def shared_pool(workers: int) -> ThreadPoolExecutor:
 
 
 def ordered_map(
-    function: Callable[[T], R], items: Iterable[T], *, workers: int
+    function: Callable[[T], R],
+    items: Iterable[T],
+    *,
+    workers: int,
+    steal: bool = True,
 ) -> Iterator[R]:
     """Yield ``function(item)`` for each item, in order, computing ahead in parallel.
 
-    Items are drawn from ``items`` in the calling thread, at most ``2 * workers``
-    ahead of what was yielded; a finished result is yielded as soon as it is next in
+    ``workers`` threads compute, the calling thread among them when it may
+    ``steal`` (then ``workers - 1`` come from the pool). Items are drawn from
+    ``items`` in the calling thread, at most ``2 * workers`` ahead of what was
+    yielded; a finished result is yielded as soon as it is next in
     order, so the first one is not held back until the window fills, and a single
-    item is run in the calling thread. An exception in any call is raised when its
-    result is due; the calls still queued behind it are cancelled.
+    item is run in the calling thread. Unless ``steal`` is False, the calling
+    thread computes too instead of waiting: a result that is due but that no
+    worker has started (the pool is shared, and may be busy with other files), or
+    while a worker computes it, the next one no worker has started. An exception in
+    any call is raised when its result is due; the calls still queued behind it are
+    cancelled.
     """
-    if workers <= 0:
+    threads = workers - 1 if steal else workers
+    if threads <= 0:
         yield from map(function, items)
         return
     head, rest = _split(items)
     if rest is None:  # a single item (a small file): no hand-off to a thread
         yield from map(function, head)
         return
-    pool = shared_pool(workers)
+    pool = shared_pool(threads)
     window = 2 * workers
-    pending: deque[Future[R]] = deque(pool.submit(function, item) for item in head)
+    pending: deque[Task[T, R]] = deque(
+        Task(pool, function, item, steal) for item in head
+    )
     try:
         for item in rest:
-            pending.append(pool.submit(function, item))
+            pending.append(Task(pool, function, item, steal))
             while pending and (len(pending) >= window or pending[0].done()):
-                yield pending.popleft().result()
+                yield _next_result(pending)
         while pending:
-            yield pending.popleft().result()
+            yield _next_result(pending)
     finally:
-        for future in pending:
-            future.cancel()
+        for task in pending:
+            task.cancel()
+
+
+class Task(Generic[T, R]):
+    """``function(item)`` submitted to ``pool``: a worker runs it, or (if ``steal``)
+    the calling thread does when it gets there first (``run_here``, ``result``)."""
+
+    __slots__ = ("_function", "_future", "_item", "_outcome", "_steal")
+
+    def __init__(
+        self,
+        pool: ThreadPoolExecutor,
+        function: Callable[[T], R],
+        item: T,
+        steal: bool = True,
+    ) -> None:
+        self._function = function
+        self._steal = steal
+        # Shared with the worker, which empties it when it starts: the task never
+        # holds an item a worker has taken. Not the task itself: a failure kept by
+        # the future would then keep the task, and all it refers to, in a cycle.
+        self._item: list[T] = [item]
+        #: ``(True, result)`` or ``(False, exception)`` once computed here.
+        self._outcome: tuple[bool, Any] | None = None
+        self._future: Future[R] = pool.submit(_run, function, self._item)
+
+    def done(self) -> bool:
+        return self._outcome is not None or self._future.done()
+
+    def run_here(self) -> bool:
+        """Compute the result in this thread if no worker has started it; return
+        whether this thread did (its failure is kept for ``result``)."""
+        # An empty slot: a worker took the item, or this thread already did.
+        if not (self._steal and self._item and self._future.cancel()):
+            return False
+        try:
+            self._outcome = (True, self._function(self._item.pop()))
+        except BaseException as exc:
+            self._outcome = (False, exc)
+        finally:
+            self = None  # type: ignore[assignment]  # see result()
+        return True
+
+    def result(self) -> R:
+        """Return the result, computing it here if no worker has started it."""
+        outcome = None
+        try:
+            if self._outcome is None and not self.run_here():
+                return self._future.result()
+            outcome, self._outcome = self._outcome, None
+            assert outcome is not None, "internal error: no outcome"
+            if outcome[0]:
+                result: R = outcome[1]
+                return result
+            raise outcome[1]
+        finally:
+            # A failure's traceback holds this frame, and the future (or outcome)
+            # holds the failure: without this, they form a cycle that keeps
+            # whatever the task refers to until the garbage collector runs.
+            self = outcome = None  # type: ignore[assignment]
+
+    def cancel(self) -> None:
+        self._outcome = None
+        if self._future.cancel():
+            self._item.clear()
+
+
+def _next_result(pending: deque[Task[T, R]]) -> R:
+    """Return the result of the first task, removing it; while a worker computes
+    it, compute the next task that no worker has started, rather than wait."""
+    head = task = pending[0]
+    try:
+        if not head.done() and not head.run_here():
+            for task in itertools.islice(pending, 1, None):
+                if task.run_here():
+                    break
+        return pending.popleft().result()
+    finally:
+        head = task = None  # type: ignore[assignment]  # no cycle (see Task)
+
+
+def _run(function: Callable[[T], R], slot: list[T]) -> R:
+    """Run ``function`` on the item in ``slot`` (in a worker), emptying the slot."""
+    return function(slot.pop())
 
 
 def overlapped_map(
@@ -117,8 +213,9 @@ def overlapped_map(
     single worker just before each result is yielded, so the worker computes while
     the caller handles that result (writing it, mostly without the GIL), and the
     caller draws the next item while the worker is idle instead of waiting for the
-    GIL behind it. ``workers`` of 0 computes in the calling thread; a single item
-    always does.
+    GIL behind it. The worker is shared by every file being saved, so an item it
+    has not started when its result is due is computed by the caller instead.
+    ``workers`` of 0 computes in the calling thread; a single item always does.
     """
     if workers <= 0:
         yield from map(function, items)
@@ -128,16 +225,16 @@ def overlapped_map(
         yield from map(function, head)
         return
     pool = shared_pool(1)
-    pending: deque[Future[R]] = deque(pool.submit(function, item) for item in head)
+    pending: deque[Task[T, R]] = deque(Task(pool, function, item) for item in head)
     try:
         yield pending.popleft().result()
         for item in rest:  # drawn once the caller is done with the last result
-            pending.append(pool.submit(function, item))
+            pending.append(Task(pool, function, item))
             yield pending.popleft().result()
         yield pending.popleft().result()
     finally:
-        for future in pending:
-            future.cancel()
+        for task in pending:
+            task.cancel()
 
 
 def _split(items: Iterable[T]) -> tuple[list[T], Iterator[T] | None]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import io
 import random
 import threading
 import time
+import weakref
 from typing import Any
 
 import pytest
@@ -18,7 +21,12 @@ from layered_storage.layers import compression
 from layered_storage.layers.base import FileContext, ReadPolicy
 from layered_storage.layers.compression import DecompressingReader, ZstdLayer
 from layered_storage.layers.encryption import EncryptingStream
-from layered_storage.parallel import ordered_map, overlapped_map, worker_count
+from layered_storage.parallel import (
+    ordered_map,
+    overlapped_map,
+    shared_pool,
+    worker_count,
+)
 from layered_storage.pipeline import Pipeline
 from tests.utils import read_in_steps, sample
 
@@ -243,8 +251,38 @@ def test_overlapped_map_runs_a_single_item_in_the_calling_thread() -> None:
     caller = threading.get_ident()
     assert list(overlapped_map(where, [1], workers=2)) == [caller]
     assert list(overlapped_map(where, [], workers=2)) == []
-    assert caller not in set(overlapped_map(where, range(4), workers=2))
     assert set(overlapped_map(where, range(4), workers=0)) == {caller}
+
+
+@pytest.mark.parametrize("mapper", [ordered_map, overlapped_map])
+def test_slow_items_are_shared_between_the_caller_and_a_worker(mapper: Any) -> None:
+    def where(item: int) -> int:
+        time.sleep(0.05)  # long enough for an idle worker to take the next item
+        return threading.get_ident()
+
+    threads = list(mapper(where, range(4), workers=2))
+    assert threading.get_ident() in threads  # the first is due before a worker has it
+    assert len(set(threads)) > 1
+
+
+@pytest.mark.parametrize("mapper", [ordered_map, overlapped_map])
+def test_a_result_no_worker_has_started_is_computed_by_the_caller(
+    mapper: Any,
+) -> None:
+    # Every worker of the shared pool is busy with another file's work: the caller
+    # does its own instead of waiting behind it.
+    workers = 2
+    release = threading.Event()
+    pool = shared_pool(1 if mapper is overlapped_map else workers)
+    busy = [pool.submit(release.wait, 10) for _ in range(workers)]
+    try:
+        threads = list(
+            mapper(lambda item: (item, threading.get_ident()), range(6), workers=2)
+        )
+    finally:
+        release.set()
+    assert threads == [(item, threading.get_ident()) for item in range(6)]
+    assert all(future.result() for future in busy)
 
 
 @pytest.mark.parametrize("workers", [0, 1, 2])
@@ -280,3 +318,34 @@ def test_sealing_failure_aborts_the_save_and_leaves_no_file(
     assert any(name.startswith("layered-storage") for name in calls)  # in a worker
     assert not fs_storage.exists("doomed.bin")
     assert fs_storage.listdir("")[1] == []
+
+
+class Work:
+    """Work whose result fails for one item, found by a worker or by the caller."""
+
+    def run(self, item: int) -> int:
+        time.sleep(0.01)  # long enough for a worker to take the next item
+        if item in (1, 2):
+            raise ValueError(f"item {item} broke")
+        return item
+
+
+@pytest.mark.parametrize("mapper", [ordered_map, overlapped_map])
+def test_a_failure_leaves_no_cycle_that_keeps_the_work_alive(mapper: Any) -> None:
+    # A reader failing on a frame must be freed when dropped, not when the garbage
+    # collector next runs: it may hold a large seek table.
+    gc.disable()
+    try:
+        for _ in range(5):
+            work = Work()
+            alive = weakref.ref(work)
+            with contextlib.suppress(ValueError):
+                list(mapper(work.run, range(8), workers=2))
+            del work
+            # Cancelled items leave the pool's queue as soon as a worker is free.
+            deadline = time.monotonic() + 5
+            while alive() is not None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert alive() is None
+    finally:
+        gc.enable()

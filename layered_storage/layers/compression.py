@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 
 import zstandard as zstd
 
+from layered_storage.buffers import BufferPool
 from layered_storage.exceptions import (
     ConfigurationError,
     ContainerError,
@@ -37,6 +38,7 @@ from layered_storage.streams import (
     BlockReader,
     ByteStream,
     ProducerStream,
+    fill_from,
     read_exactly,
 )
 
@@ -161,6 +163,9 @@ class CompressingStream(ProducerStream):
             self._compress,
             self._read_frames(),
             workers=worker_count() if workers is None else workers,
+            # Compressing here too would need this thread's own context (several
+            # MiB at level 3) and gain nothing: the workers already fill the cores.
+            steal=False,
         )
         self._state = "descriptor"
 
@@ -300,10 +305,13 @@ class DecompressingReader(BlockReader):
         nothing from the start of the object."""
         super().__init__(source)
         # Set before anything can raise: close() runs even on a half-built reader.
-        self._ahead: Iterator[bytes] | None = None
+        self._ahead: Iterator[Decoded] | None = None
         self._ahead_next = -1
         self._cached_index = -1
         self._cached = memoryview(b"")
+        self._cached_buffer: bytearray | None = None
+        #: Where the source is, so moving it needs no ``tell()``; -1: unknown.
+        self._source_offset = -1
         self._file_name = file_name
         self._policy = policy
         descriptor = None
@@ -329,6 +337,11 @@ class DecompressingReader(BlockReader):
         # At most AHEAD_BYTES of plaintext in flight, whatever the frame size.
         window = AHEAD_BYTES // (2 * self.block_size)
         self._workers = min(worker_count() if workers is None else workers, window)
+        # Decoded and stored frames reuse buffers: the frames in flight, the one
+        # in hand and the one being read.
+        keep = 2 * self._workers + 2
+        self._plain_buffers = BufferPool(self.block_size, keep)
+        self._stored_buffers = BufferPool(0, keep)
 
     @property
     def size(self) -> int:
@@ -354,9 +367,7 @@ class DecompressingReader(BlockReader):
         last = table.frames - 1
         if last < 0:
             return
-        resume = self._source.tell()
         head = self._read_at(table.offset(last), lsz1.MAX_FRAME_HEADER)
-        self._source.seek(resume)
         declared = check_frame_header(
             head[: table.compressed(last)],
             file_name=self._file_name,
@@ -375,9 +386,11 @@ class DecompressingReader(BlockReader):
         super().close()
 
     def _read_at(self, offset: int, size: int) -> bytes:
-        if self._source.tell() != offset:
+        if self._source_offset != offset:
             self._source.seek(offset)
-        return read_exactly(self._source, size)
+        data = read_exactly(self._source, size)
+        self._source_offset = offset + len(data)
+        return data
 
     def _check_descriptor(self, data: bytes) -> None:
         """Check the descriptor at the start against the one the table implied."""
@@ -417,17 +430,68 @@ class DecompressingReader(BlockReader):
             # and to end the stream.
             return memoryview(b"")
         if self._ahead is not None and index == self._ahead_next:
-            data = self._next_ahead()
+            decoded = self._next_ahead()
         elif index == self._cached_index + 1:
-            data = self._start_ahead(index)
+            decoded = self._start_ahead(index)
         else:
             self._stop_ahead()
-            table = self._table
-            data = self._decode(self._stored_frame(index, table.offset(index)))
-        self._cached_index, self._cached = index, memoryview(data)
+            decoded = self._decode(self._stored_frame(index, self._table.offset(index)))
+        previous = self._cached_buffer
+        self._cached_index = index
+        self._cached, self._cached_buffer = decoded
+        if previous is not None:
+            self._plain_buffers.give(previous)
         return self._cached
 
-    def _start_ahead(self, index: int) -> bytes:
+    def readall(self) -> bytes:
+        """Return the rest of the plaintext, decoding frames straight into it.
+
+        From the start of a frame not decoded yet: one frame is returned as
+        zstd made it (no copy); more are decoded each into its place in a result
+        allocated once, by the workers and this thread, with no copy at all.
+        """
+        index, offset = divmod(self._position, self.block_size)
+        remaining = self.size - self._position
+        if (
+            offset
+            or remaining <= 0
+            or index == self._cached_index
+            or index >= self._table.frames
+        ):
+            return super().readall()
+        self._stop_ahead()
+        table = self._table
+        if index == table.frames - 1:
+            work = self._stored_frame(index, table.offset(index))
+            try:
+                plain = self._decompress(work)
+            finally:
+                self._stored_buffers.give(work[4])
+            self._position += len(plain)
+            return plain
+        result = io.BytesIO()
+        result.seek(remaining - 1)
+        result.write(b"\0")
+        with result.getbuffer() as view:
+            places = (
+                view[start : start + table.decompressed(number)]
+                for number, start in zip(
+                    range(index, table.frames),
+                    range(0, remaining, self.block_size),
+                    strict=False,
+                )
+            )
+            for count in ordered_map(
+                self._decode_into,
+                zip(self._stored_frames(index), places, strict=False),
+                workers=self._workers,
+            ):
+                self._position += count
+        if self._position != table.size:
+            raise AssertionError("internal error: frames decoded short of the size")
+        return result.getvalue()
+
+    def _start_ahead(self, index: int) -> Decoded:
         """Decode from ``index`` on, with the workers a window of frames ahead."""
         self._stop_ahead()
         self._ahead = ordered_map(
@@ -436,17 +500,17 @@ class DecompressingReader(BlockReader):
         self._ahead_next = index
         return self._next_ahead()
 
-    def _next_ahead(self) -> bytes:
+    def _next_ahead(self) -> Decoded:
         assert self._ahead is not None, "internal error: no read-ahead"
         try:
-            data = next(self._ahead, None)
+            decoded = next(self._ahead, None)
         except BaseException:
             self._stop_ahead()  # a failed frame is not skipped by the next read
             raise
-        if data is None:
+        if decoded is None:
             raise AssertionError("internal error: read-ahead ended before the table")
         self._ahead_next += 1
-        return data
+        return decoded
 
     def _stop_ahead(self) -> None:
         if self._ahead is not None:
@@ -463,25 +527,60 @@ class DecompressingReader(BlockReader):
             offset += table.compressed(index)
 
     def _stored_frame(self, index: int, offset: int) -> FrameWork:
-        """Read frame ``index``, stored at ``offset``; with frame 0, the descriptor
-        too when only the table's implied one was known."""
+        """Read frame ``index``, stored at ``offset``, into a buffer of the pool;
+        with frame 0, the descriptor too when only the table's implied one was
+        known."""
         table = self._table
         start = 0 if index == 0 and not self._descriptor_checked else offset
         size = offset - start + table.compressed(index)
-        data = self._read_at(start, size)
-        if len(data) != size:
+        buffer = self._stored_buffers.take(size)
+        data = memoryview(buffer)[:size]
+        if self._source_offset != start:
+            self._source.seek(start)
+        count = fill_from(self._source, data)
+        self._source_offset = start + count
+        if count != size:
             raise ContainerError(
                 f"{self._file_name!r} ends inside frame {index}: it changed while "
                 "being read."
             )
         if start != offset:
-            self._check_descriptor(data[: lsz1.DESCRIPTOR_SIZE])
+            self._check_descriptor(bytes(data[: lsz1.DESCRIPTOR_SIZE]))
             data = data[lsz1.DESCRIPTOR_SIZE :]
-        return index, data, table.decompressed(index), table.checksum(index)
+        return index, data, table.decompressed(index), table.checksum(index), buffer
 
-    def _decode(self, work: FrameWork) -> bytes:
-        """Decode one stored frame against its entry (any thread)."""
-        index, data, expected, checksum = work
+    def _decode(self, work: FrameWork) -> Decoded:
+        """Decode one stored frame into a buffer of the pool (any thread)."""
+        buffer = self._plain_buffers.take(self.block_size)
+        try:
+            count = self._decode_into((work, memoryview(buffer)))
+        except BaseException:
+            self._plain_buffers.give(buffer)
+            raise
+        return memoryview(buffer)[:count], buffer
+
+    def _decode_into(self, task: tuple[FrameWork, memoryview]) -> int:
+        """Decode one stored frame into ``out`` (any thread); give its stored
+        buffer back to the pool. Return the count, the frame's whole size."""
+        work, out = task
+        index, data, expected, checksum, stored = work
+        try:
+            return decompress_frame_into(
+                data,
+                out,
+                file_name=self._file_name,
+                index=index,
+                frame_size=self.block_size,
+                checksums=self._descriptor.checksums,
+                expected=expected,
+                checksum=checksum,
+            )
+        finally:
+            self._stored_buffers.give(stored)
+
+    def _decompress(self, work: FrameWork) -> bytes:
+        """Decode one stored frame into bytes of its own."""
+        index, data, expected, checksum, _ = work
         return decompress_frame(
             data,
             file_name=self._file_name,
@@ -493,14 +592,22 @@ class DecompressingReader(BlockReader):
         )
 
 
-#: A frame to decode: its index, stored bytes, table size and table checksum.
-FrameWork = tuple[int, bytes, int, int | None]
+#: A frame to decode: its index, stored bytes, table size and table checksum, and
+#: the pool's buffer that holds the stored bytes.
+FrameWork = tuple[int, memoryview, int, int | None, bytearray]
+#: A decoded frame: its plaintext, in a buffer of the pool.
+Decoded = tuple[memoryview, bytearray]
 #: Plaintext the read-ahead may hold: at most 2 x workers frames, fewer large ones.
 AHEAD_BYTES = 16 * 1024 * 1024
 
 
 def check_frame_header(
-    head: bytes, *, file_name: str, index: int, frame_size: int, checksums: bool
+    head: bytes | memoryview,
+    *,
+    file_name: str,
+    index: int,
+    frame_size: int,
+    checksums: bool,
 ) -> int:
     """Return the content size a zstd frame header declares, if the container allows.
 
@@ -526,7 +633,7 @@ def check_frame_header(
 
 
 def decompress_frame(
-    data: bytes,
+    data: bytes | memoryview,
     *,
     file_name: str,
     index: int,
@@ -544,6 +651,88 @@ def decompress_frame(
     Raises:
         ContainerError, DecompressionLimitError: see ``check_frame_header``; also a
             frame that disagrees with its entry.
+    """
+    declared = _check_frame(
+        data,
+        file_name=file_name,
+        index=index,
+        frame_size=frame_size,
+        checksums=checksums,
+        expected=expected,
+        checksum=checksum,
+    )
+    try:
+        # One call (the size is declared and bounded above); extra bytes after the
+        # frame, or a frame cut short, are errors.
+        plain: bytes = _decompressor(frame_size).decompress(
+            data, allow_extra_data=False
+        )
+    except zstd.ZstdError as exc:
+        raise _corrupt(file_name, index, exc) from exc
+    if len(plain) != declared:
+        raise ContainerError(f"{file_name!r}: frame {index} does not match its size.")
+    return plain
+
+
+def decompress_frame_into(
+    data: bytes | memoryview,
+    out: memoryview,
+    *,
+    file_name: str,
+    index: int,
+    frame_size: int,
+    checksums: bool,
+    expected: int,
+    checksum: int | None = None,
+) -> int:
+    """Decompress one whole stored frame into ``out``, as ``decompress_frame``
+    checks it; return the count (the declared size, which ``out`` must hold).
+
+    Raises:
+        ContainerError, DecompressionLimitError: as ``decompress_frame``.
+    """
+    declared = _check_frame(
+        data,
+        file_name=file_name,
+        index=index,
+        frame_size=frame_size,
+        checksums=checksums,
+        expected=expected,
+        checksum=checksum,
+    )
+    if len(out) < declared:
+        raise AssertionError("internal error: a frame's buffer is too small")
+    # ``decompress`` refuses extra bytes after the frame; a stream reader would
+    # leave them unread, so the frame's own length is checked first.
+    if frame_length(data, checksums) != len(data):
+        raise _corrupt(file_name, index, "its blocks do not end where its entry does")
+    try:
+        # The whole frame is there and ``out`` holds its content size: libzstd
+        # decodes it in one pass, straight into ``out``, checksum included.
+        reader = _decompressor(frame_size).stream_reader(data, read_across_frames=False)
+        count: int = reader.readinto(out[:declared])
+    except zstd.ZstdError as exc:
+        raise _corrupt(file_name, index, exc) from exc
+    if count != declared:
+        raise ContainerError(f"{file_name!r}: frame {index} does not match its size.")
+    return count
+
+
+def _check_frame(
+    data: bytes | memoryview,
+    *,
+    file_name: str,
+    index: int,
+    frame_size: int,
+    checksums: bool,
+    expected: int,
+    checksum: int | None,
+) -> int:
+    """Return the size a stored frame declares, once it agrees with its entry.
+
+    Raises:
+        ContainerError, DecompressionLimitError: see ``check_frame_header``; also a
+            size or checksum that disagrees with the entry.
     """
     if data[: len(lsz1.ZSTD_FRAME_MAGIC)] != lsz1.ZSTD_FRAME_MAGIC:
         raise ContainerError(f"{file_name!r}: frame {index} is not a zstd frame.")
@@ -564,17 +753,29 @@ def decompress_frame(
             f"{file_name!r}: frame {index} ends with another checksum than its "
             "seek-table entry."
         )
-    try:
-        # One call (the size is declared and bounded above); extra bytes after the
-        # frame, or a frame cut short, are errors.
-        plain: bytes = _decompressor(frame_size).decompress(
-            data, allow_extra_data=False
-        )
-    except zstd.ZstdError as exc:
-        raise ContainerError(
-            f"{file_name!r}: frame {index} is corrupt or does not fill its seek-table "
-            f"entry ({exc})."
-        ) from exc
-    if len(plain) != declared:
-        raise ContainerError(f"{file_name!r}: frame {index} does not match its size.")
-    return plain
+    return declared
+
+
+def frame_length(data: bytes | bytearray | memoryview, checksum: bool) -> int:
+    """Return the length of the zstd frame that ``data`` starts with, from its
+    block headers (RFC 8878 3.1.1.2), or -1 if its blocks run past the end.
+
+    ``checksum``: the frame header sets Content_Checksum_Flag (4 bytes follow the
+    last block). The header itself must already have been checked.
+    """
+    position: int = zstd.frame_header_size(data)
+    end = len(data)
+    while position + 3 <= end:
+        header = int.from_bytes(data[position : position + 3], "little")
+        # Block_Type 1 (RLE) stores one byte, whatever Block_Size regenerates.
+        position += 3 + (1 if (header >> 1) & 3 == 1 else header >> 3)
+        if header & 1:  # Last_Block
+            return position + 4 if checksum else position
+    return -1
+
+
+def _corrupt(file_name: str, index: int, why: object) -> ContainerError:
+    return ContainerError(
+        f"{file_name!r}: frame {index} is corrupt or does not fill its seek-table "
+        f"entry ({why})."
+    )

@@ -32,6 +32,7 @@ from layered_storage.exceptions import (
 )
 from layered_storage.format import lse1, lsz1
 from layered_storage.keys import load_keyring
+from layered_storage.layers import compression
 from layered_storage.layers.base import (
     PAYLOAD_LSZ1,
     PAYLOAD_RAW,
@@ -410,6 +411,57 @@ def test_bytes_after_the_seek_table_are_refused() -> None:
     stored = container([frame(b"a" * 10)]) + b"\x00"
     with pytest.raises(ContainerError):
         reader(stored).read()
+
+
+@pytest.mark.parametrize("path", ["read ahead", "random access", "whole read"])
+@pytest.mark.parametrize(
+    "extra", [b"\x00", b"\x00" * 8, zstd.ZstdCompressor().compress(b"")]
+)
+def test_frame_with_bytes_after_its_last_block_is_refused(
+    extra: bytes, path: str
+) -> None:
+    # Frames are decoded into buffers by a stream reader, which would stop at the
+    # frame's end: the frame's own length is checked for it. A whole read of the
+    # last frame decodes it with decompress(), which refuses them itself.
+    frames = [frame(b"a" * F), frame(b"b" * F), frame(b"c" * 10) + extra]
+    decoded = reader(container(frames))
+    if path != "read ahead":
+        decoded.seek(2 * F + (1 if path == "random access" else 0))
+    with pytest.raises(ContainerError, match="frame 2 is corrupt"):
+        read_in_steps(decoded, F // 2) if path == "read ahead" else decoded.read()
+
+
+@pytest.mark.parametrize("checksum", [False, True])
+@pytest.mark.parametrize(
+    "data",
+    [sample(F), b"\x00" * F, random.Random(2).randbytes(F), b"x"],
+    ids=["text", "rle", "raw", "one byte"],
+)
+def test_frame_length_follows_every_kind_of_block(data: bytes, checksum: bool) -> None:
+    stored = frame(data, write_checksum=checksum, write_content_size=True)
+    assert compression.frame_length(stored, checksum) == len(stored)
+    assert compression.frame_length(stored + b"junk", checksum) == len(stored)
+    assert compression.frame_length(stored[:-1], checksum) in (-1, len(stored))
+    raw = lsz1.raw_frame(data)
+    assert compression.frame_length(raw, False) == len(raw)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("size", [1, F, F + 1, 7 * F + 3])
+def test_whole_read_decodes_each_frame_into_its_place(
+    settings: Any, workers: int, size: int
+) -> None:
+    settings.LAYERED_STORAGE = {**settings.LAYERED_STORAGE, "WORKERS": workers}
+    data = sample(size)
+    stored = compress(data, frame_log2=SMALL)
+    for start in (0, F, F + 5):
+        decoded = reader(stored)
+        decoded.seek(start)
+        assert decoded.read() == data[start:]
+        assert decoded.read() == b""
+    decoded = reader(stored)
+    assert decoded.read(3) == data[:3]  # frame 0 in hand: the rest copies from it
+    assert decoded.read() == data[3:]
 
 
 def test_total_size_limit_is_enforced() -> None:
