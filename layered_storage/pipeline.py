@@ -34,6 +34,9 @@ from layered_storage.streams import (
 )
 
 _SNIFF_SIZE = 12
+#: A stored object this small is read whole when opened, in one call (on an object
+#: store it is all in the opening request's tail already), and decoded from memory.
+WHOLE_READ = 256 * 1024
 
 
 class Pipeline:
@@ -101,9 +104,14 @@ class Pipeline:
             FormatError, DecryptionError, UnknownKeyError: see the layers.
         """
         name = context.name
-        # An LSE1 object is recognised by its trailer, so that opening one reads only
-        # its end: one ranged request on S3 for header, size and seek table.
-        tail, _ = read_tail(stored, lse1.TRAILER_SIZE)
+        end = stored.seek(0, io.SEEK_END)
+        if end <= WHOLE_READ:
+            stored = WholeStream(stored, end)
+            tail = stored.getvalue()[-lse1.TRAILER_SIZE :]
+        else:
+            # An LSE1 object is recognised by its trailer, so that opening one reads
+            # only its end: one ranged request on S3 for header, size and seek table.
+            tail, _ = read_tail(stored, lse1.TRAILER_SIZE)
         trailed = lse1.ends_with_trailer(tail)
         stored.seek(0)
         head = b"" if trailed else read_exactly(stored, _SNIFF_SIZE)
@@ -139,6 +147,15 @@ class Pipeline:
                     enclosed=PAYLOAD_LSE1 in seen,
                 )
             stream, payload = reader, reader.payload
+            if (
+                payload == PAYLOAD_LSZ1
+                and isinstance(reader, DecryptingReader)
+                and reader.segments == 1
+            ):
+                # Its one segment is the final one, verified at open anyway: a
+                # container inside is then parsed from memory, not through reads
+                # of this reader.
+                stream = DecryptedStream(reader)
         if self.policy.require_encryption and PAYLOAD_LSE1 not in seen:
             stream.close()
             raise PolicyError(
@@ -153,6 +170,36 @@ class Pipeline:
 def encryption_layer(layers: list[Layer]) -> AeadLayer | None:
     """Return the encryption layer among ``layers``, if any."""
     return next((layer for layer in layers if isinstance(layer, AeadLayer)), None)
+
+
+class WholeStream(io.BytesIO):
+    """All the bytes of a small stored object, read at once; the stream they came
+    from is closed at once, and what it knew of them (``last_modified``) kept."""
+
+    def __init__(self, source: ByteStream, size: int) -> None:
+        source.seek(0)
+        try:
+            super().__init__(read_exactly(source, size))
+            self.last_modified = getattr(source, "last_modified", None)
+        finally:
+            source.close()
+
+
+class DecryptedStream(io.BytesIO):
+    """The whole plaintext of a one-segment LSE1 object, for the layer inside.
+
+    ``_source`` is the reader that decrypted it, as in a chain of decoders, and
+    closing this stream closes it.
+    """
+
+    def __init__(self, source: DecryptingReader) -> None:
+        super().__init__(source.readall())
+        self._source = source
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()
+            self._source.close()
 
 
 class PlainReader(BlockReader):

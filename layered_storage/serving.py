@@ -102,18 +102,19 @@ def _etag(reader: BlockReader, size: int, modified: float | None) -> http.Entity
 def _encryption_header(reader: BlockReader) -> bytes | None:
     """Return the authenticated LSE1 header of the file ``reader`` decodes."""
     current: object = reader
-    while isinstance(current, BlockReader):
+    while current is not None:
         if isinstance(current, DecryptingReader):
             return current._header_bytes
-        current = current._source
+        current = getattr(current, "_source", None)
     return None
 
 
 def _stored_stream(reader: BlockReader) -> object:
-    """Return the stream of stored bytes under ``reader``'s chain of decoders."""
+    """Return the stream of stored bytes under ``reader``'s chain of decoders (each
+    decoder, and a decrypted payload held whole, knows its ``_source``)."""
     current: object = reader
-    while isinstance(current, BlockReader):
-        current = current._source
+    while (below := getattr(current, "_source", None)) is not None:
+        current = below
     return current
 
 
