@@ -51,6 +51,8 @@ DEFAULT_SKIP_EXTENSIONS = (
 DEFAULT_SKIP_CONTENT_TYPES = ("image/", "video/", "audio/", "application/zip")
 #: The level used to frame a file that is skipped but must still be LSZ1.
 STORE_LEVEL = -7
+#: Under encryption, files shorter than this are stored without compression.
+TINY = 256
 
 
 class ZstdLayer(Layer):
@@ -114,8 +116,11 @@ class ZstdLayer(Layer):
 
     def applies_to_head(self, head: bytes) -> bool:
         # Only asked when a layer follows (under encryption): a file whose first
-        # frame will not shrink is handed on as it is, with no container to build.
-        return not _incompressible_head(head)
+        # frame will not shrink is handed on as it is, with no container to build,
+        # and so is a file too short for its container to pay: its descriptor and
+        # seek table (57 bytes) outweigh what zstd saves on under ``TINY`` bytes of
+        # text, and would cost it a layer to read through on every open.
+        return len(head) >= TINY and not _incompressible_head(head)
 
     def encode(
         self, source: ByteStream, context: FileContext, *, payload: int, outermost: bool

@@ -264,6 +264,17 @@ def test_compressible_or_small_file_under_encryption_keeps_the_container(
     assert decrypted(stored) == data
 
 
+@pytest.mark.parametrize("size", [0, 1, compression.TINY - 1])
+def test_tiny_file_under_encryption_skips_the_container(size: int) -> None:
+    # Its descriptor and seek table would outweigh what zstd saves.
+    data = (b"text to compress\n" * 16)[:size]
+    stored = encrypted(data)
+    assert payload_type(stored) == PAYLOAD_RAW
+    assert decrypted(stored) == data
+    assert payload_type(encrypted(b"x" * compression.TINY)) == PAYLOAD_LSZ1
+    assert lsz1.is_lsz1(compress(data))  # outermost, it stays self-describing
+
+
 def test_compress_only_stack_keeps_the_container_for_incompressible_data() -> None:
     noise = random.Random(5).randbytes(FRAME + 1)
     stored = compress(noise, frame_log2=lsz1.WRITE_FRAME_LOG2)
