@@ -135,13 +135,15 @@ class Task(Generic[T, R]):
     ) -> None:
         self._function = function
         self._steal = steal
-        # Shared with the worker, which empties it when it starts: the task never
-        # holds an item a worker has taken. Not the task itself: a failure kept by
-        # the future would then keep the task, and all it refers to, in a cycle.
-        self._item: list[T] = [item]
+        # What the pool's queue holds: emptied by the worker when it starts, or
+        # here when this thread takes the item or cancels it, so that a cancelled
+        # entry waiting in the queue keeps neither the item nor the function (a
+        # failed reader and its seek table) alive. Not the task itself: a failure
+        # kept by the future would then keep the task in a cycle.
+        self._item: list[Any] = [function, item]
         #: ``(True, result)`` or ``(False, exception)`` once computed here.
         self._outcome: tuple[bool, Any] | None = None
-        self._future: Future[R] = pool.submit(_run, function, self._item)
+        self._future: Future[R] = pool.submit(_run, self._item)
 
     def done(self) -> bool:
         return self._outcome is not None or self._future.done()
@@ -152,12 +154,14 @@ class Task(Generic[T, R]):
         # An empty slot: a worker took the item, or this thread already did.
         if not (self._steal and self._item and self._future.cancel()):
             return False
+        item = self._item[1]
+        self._item.clear()
         try:
-            self._outcome = (True, self._function(self._item.pop()))
+            self._outcome = (True, self._function(item))
         except BaseException as exc:
             self._outcome = (False, exc)
         finally:
-            self = None  # type: ignore[assignment]  # see result()
+            self = item = None  # type: ignore[assignment]  # see result()
         return True
 
     def result(self) -> R:
@@ -198,9 +202,11 @@ def _next_result(pending: deque[Task[T, R]]) -> R:
         head = task = None  # type: ignore[assignment]  # no cycle (see Task)
 
 
-def _run(function: Callable[[T], R], slot: list[T]) -> R:
-    """Run ``function`` on the item in ``slot`` (in a worker), emptying the slot."""
-    return function(slot.pop())
+def _run(slot: list[Any]) -> Any:
+    """Run the function in ``slot`` on the item in it (in a worker), emptying it."""
+    function, item = slot
+    slot.clear()
+    return function(item)
 
 
 def overlapped_map(

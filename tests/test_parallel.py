@@ -349,3 +349,23 @@ def test_a_failure_leaves_no_cycle_that_keeps_the_work_alive(mapper: Any) -> Non
             assert alive() is None
     finally:
         gc.enable()
+
+
+def test_cancelled_work_waiting_in_the_pool_keeps_nothing_alive() -> None:
+    # The one pool thread is busy with another file: this map's items wait in the
+    # queue, the caller computes them itself and fails at item 1. The cancelled
+    # entries still queued must not keep the work (a reader, its seek table) alive.
+    release = threading.Event()
+    busy = shared_pool(1).submit(release.wait, 10)
+    gc.disable()
+    try:
+        work = Work()
+        alive = weakref.ref(work)
+        with contextlib.suppress(ValueError):
+            list(ordered_map(work.run, range(8), workers=2))
+        del work
+        assert alive() is None
+    finally:
+        gc.enable()
+        release.set()
+    assert busy.result()
