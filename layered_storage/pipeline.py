@@ -29,6 +29,7 @@ from layered_storage.streams import (
     ByteStream,
     PrefixedStream,
     ProducerStream,
+    WholeStream,
     read_exactly,
     read_tail,
 )
@@ -170,19 +171,6 @@ class Pipeline:
 def encryption_layer(layers: list[Layer]) -> AeadLayer | None:
     """Return the encryption layer among ``layers``, if any."""
     return next((layer for layer in layers if isinstance(layer, AeadLayer)), None)
-
-
-class WholeStream(io.BytesIO):
-    """All the bytes of a small stored object, read at once; the stream they came
-    from is closed at once, and what it knew of them (``last_modified``) kept."""
-
-    def __init__(self, source: ByteStream, size: int) -> None:
-        source.seek(0)
-        try:
-            super().__init__(read_exactly(source, size))
-            self.last_modified = getattr(source, "last_modified", None)
-        finally:
-            source.close()
 
 
 class DecryptedStream(io.BytesIO):

@@ -110,6 +110,21 @@ class PrefixedStream(io.RawIOBase):
             self._head, self._offset = b"", 0  # free it as soon as it is read
 
 
+class WholeStream(io.BytesIO):
+    """All the bytes of a small stored object (``data``), read at once; the stream
+    they came from is closed at once, and what it knew of them (``last_modified``)
+    kept."""
+
+    def __init__(self, source: ByteStream, size: int) -> None:
+        source.seek(0)
+        try:
+            self.data = read_exactly(source, size)
+            super().__init__(self.data)
+            self.last_modified = getattr(source, "last_modified", None)
+        finally:
+            source.close()
+
+
 class ProducerStream(io.RawIOBase):
     """A non-seekable reader whose bytes come from ``_produce()``, chunk by chunk."""
 

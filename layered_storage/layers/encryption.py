@@ -39,6 +39,7 @@ from layered_storage.streams import (
     BlockReader,
     ByteStream,
     ProducerStream,
+    WholeStream,
     fill_from,
     read_exactly,
     read_tail,
@@ -170,8 +171,9 @@ class EncryptingStream(ProducerStream):
     def _read_batches(self) -> Iterator[tuple[int, bytearray, int, bool]]:
         """Yield ``(first segment, buffer, bytes in it, holds the final segment)``.
 
-        The first batch is one segment, so a small file never allocates a whole
-        batch; the rest are ``BATCH`` segments.
+        Batches grow from one segment to ``BATCH`` (1, 4, 16): a small file never
+        allocates a whole batch (a fresh, zeroed 1 MiB per save costs page faults,
+        which serialise threads saving at once).
         """
         segments = 1
         first = 0
@@ -185,7 +187,7 @@ class EncryptingStream(ProducerStream):
             if final:
                 return
             first += segments
-            segments = self.BATCH
+            segments = min(4 * segments, self.BATCH)
             if first >= lse1.MAX_SEGMENTS - self.BATCH:
                 raise ValueError("A file may hold at most 2**40 segments (64 PiB).")
 
@@ -299,9 +301,16 @@ class DecryptingReader(BlockReader):
                 f"{name!r} holds {self._size} bytes, over this storage's limit of "
                 f"{limit}."
             )
-        self._plain = bytearray(self.block_size)
+        # Allocated when first needed, no larger than the object: a fresh large
+        # buffer per file costs page faults, which serialise threads in the kernel.
+        self._plain = bytearray()
         # Stored segments read at once: a batch when reading on, else what is needed.
-        self._stored = bytearray(self.block_size + lse1.TAG_SIZE)
+        self._stored = bytearray()
+        # The stored object itself when it is all in memory: segments are sliced
+        # from it, never copied.
+        self._memory = (
+            memoryview(source.data) if isinstance(source, WholeStream) else None
+        )
         self._stored_first = 0
         self._stored_count = 0
         self._cached_index = -1
@@ -309,6 +318,11 @@ class DecryptingReader(BlockReader):
         #: Where the source is, so moving it needs no ``tell()`` (a system call on
         #: a file); -1 when unknown.
         self._source_offset = -1
+
+    @property
+    def segments(self) -> int:
+        """Return how many segments the object holds (the final one included)."""
+        return self._segments
 
     @property
     def size(self) -> int:
@@ -383,6 +397,8 @@ class DecryptingReader(BlockReader):
             self._size - last * self.block_size if final else self.block_size
         ) + lse1.TAG_SIZE
         sealed = self._sealed(index, 1)
+        if len(self._plain) < length - lse1.TAG_SIZE:
+            self._plain = bytearray(min(self.block_size, self._size))
         plain = memoryview(self._plain)[: length - lse1.TAG_SIZE]
         cipher, nonce = self._schedule.segment(index)
         # The buffer is about to change: whatever it held is no longer cached.
@@ -415,11 +431,18 @@ class DecryptingReader(BlockReader):
             count = max(count, self.BATCH)
         count = min(count, self._segments - first)
         length = self._length(first, count)
+        offset = self._header_size + first * tagged
+        if self._memory is not None:
+            if first == 0:
+                self._check_leading_header()
+            sealed = self._memory[offset : offset + length]
+            if len(sealed) != length:
+                raise AssertionError("internal error: segments past the object")
+            return sealed[: self._length(first, asked)]
         if len(self._stored) < length:
-            self._stored = bytearray(self.BATCH * tagged)
+            self._stored = bytearray(length)
         sealed = memoryview(self._stored)[:length]
         self._stored_count = 0  # until it holds them
-        offset = self._header_size + first * tagged
         if first == 0:
             self._check_leading_header()
         elif self._source_offset != offset:
