@@ -11,12 +11,14 @@ thread.
 
 from __future__ import annotations
 
+import _thread
 import itertools
 import os
+import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
 
 from layered_storage import conf
@@ -25,7 +27,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _lock = threading.Lock()
-_pools: dict[int, ThreadPoolExecutor] = {}
+_pools: dict[int, Pool] = {}
 
 
 def _forget_pools_after_fork() -> None:
@@ -64,14 +66,57 @@ def worker_count() -> int:
     return int(configured)
 
 
-def shared_pool(workers: int) -> ThreadPoolExecutor:
+def shared_pool(workers: int) -> Pool:
     """Return the process-wide pool with ``workers`` threads."""
     with _lock:
         pool = _pools.get(workers)
         if pool is None:
-            pool = ThreadPoolExecutor(workers, thread_name_prefix="layered-storage")
+            pool = Pool(workers)
             _pools[workers] = pool
         return pool
+
+
+class Pool:
+    """``workers`` threads that run what is submitted, in order, started at once.
+
+    Like ``ThreadPoolExecutor`` with its threads started when the pool is made,
+    without waiting for them: ``Thread.start()`` waits a millisecond or two until
+    the new thread runs, which the first read of a process would spend idle (the
+    calling thread computes what no worker has started meanwhile). The threads are
+    daemons: a process exits without waiting for them.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self._queue: queue.SimpleQueue[
+            tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]
+        ] = queue.SimpleQueue()
+        for number in range(workers):
+            _thread.start_new_thread(_serve, (self._queue, f"layered-storage_{number}"))
+
+    def submit(self, function: Callable[..., R], *args: Any) -> Future[R]:
+        future: Future[R] = Future()
+        self._queue.put((future, function, args))
+        return future
+
+
+def _serve(
+    work: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]],
+    name: str,
+) -> None:
+    """Run the pool's work as it comes (the body of each pool thread)."""
+    threading.current_thread().name = name
+    while True:
+        future, function, args = work.get()
+        if future.set_running_or_notify_cancel():
+            try:
+                result = function(*args)
+            except BaseException as exc:
+                future.set_exception(exc)
+                exc = None  # type: ignore[assignment]  # no cycle through the frame
+            else:
+                future.set_result(result)
+                result = None
+        future = function = args = None  # type: ignore[assignment]
 
 
 def ordered_map(
@@ -128,7 +173,7 @@ class Task(Generic[T, R]):
 
     def __init__(
         self,
-        pool: ThreadPoolExecutor,
+        pool: Pool,
         function: Callable[[T], R],
         item: T,
         steal: bool = True,
