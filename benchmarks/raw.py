@@ -174,16 +174,17 @@ def zstd_aead_decrypt(src: Path, sealer: Sealer, sizes: list[int]) -> None:
     """
     decompress = zstandard.ZstdDecompressor().decompress
     decrypt_into, nonce = sealer.cipher.decrypt_into, sealer.nonce
-    sealed = bytearray(BATCH * (SEGMENT + TAG))
-    sealed_view = memoryview(sealed)
-    # The frame being gathered (at most a frame and a little) plus one batch.
-    stream = bytearray(2 * FRAME + BATCH * SEGMENT)
-    stream_view = memoryview(stream)
-    frames = iter(sizes)
-    need = next(frames, 0)
-    start = end = index = 0
     with open(src, "rb", buffering=0) as source:
         left = os.fstat(source.fileno()).st_size
+        # No larger than the file: a small file allocates (and faults in) no more.
+        sealed = bytearray(min(BATCH * (SEGMENT + TAG), left))
+        sealed_view = memoryview(sealed)
+        # The frame being gathered (at most a frame and a little) plus one batch.
+        stream = bytearray(min(2 * FRAME + BATCH * SEGMENT, left))
+        stream_view = memoryview(stream)
+        frames = iter(sizes)
+        need = next(frames, 0)
+        start = end = index = 0
         while left:
             count = _fill(source, sealed)
             left -= count
