@@ -30,6 +30,7 @@ from layered_storage.streams import (
     PrefixedStream,
     ProducerStream,
     WholeStream,
+    fill_from,
     read_exactly,
     read_tail,
 )
@@ -207,7 +208,8 @@ class PlainReader(BlockReader):
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         if self._source.tell() != self._position:
             self._source.seek(self._position)
-        count: int = self._source.readinto(buffer)  # type: ignore[union-attr]
+        # Fill the buffer (an inner file, S3's above all, may return less per call).
+        count = fill_from(self._source, buffer)
         self._position += count
         return count
 
