@@ -89,8 +89,10 @@ def test_failed_save_leaves_no_object_and_cancels_its_session(
         answers.append(http.request("DELETE", session).status_code)
 
     monkeypatch.setattr(gcs, "_cancel", cancel)
+    # Well past the 8 MiB chunk (half of it compressible text), so the upload is
+    # resumable before the content fails, whatever the pipeline holds in flight.
     with pytest.raises(ConnectionResetError):
-        gcs_storage.save("broken.bin", FailingContent(20 * MIB))
+        gcs_storage.save("broken.bin", FailingContent(40 * MIB))
     assert not gcs_storage.exists("broken.bin")
     assert answers == [499]  # GCS's answer to a cancelled upload
 
