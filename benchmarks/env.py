@@ -7,8 +7,11 @@ directory and key, so a probe reads what another probe saved.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 #: The environment variable that hands the benchmark key to probe subprocesses.
 KEY_ENV = "LAYERED_BENCH_KEY"
@@ -99,3 +102,40 @@ def pzip_unavailable_reason() -> str | None:
     except ImportError as exc:
         return f"django-pzip-storage is not importable ({exc}); pip install it"
     return None
+
+
+#: ``(workdir, key, log) -> result``: one part of the benchmarks, measured.
+Measure = Callable[[Path, str, Callable[[str], None]], T]
+
+
+def run_alone(
+    name: str,
+    measure: Measure[T],
+    report: Callable[[T, Callable[[str], None]], None],
+    checks: Callable[[T], list[Any]],
+    *,
+    configure_django: bool = True,
+) -> int:
+    """Run one part of the benchmarks on its own (``python -m benchmarks.NAME``):
+    a temporary folder with a ``data`` folder, a new key, Django configured (unless
+    the part does it in its own processes), progress on stderr, then its report and
+    checks on stdout."""
+    import shutil
+    import sys
+    import tempfile
+
+    from layered_storage.keys import generate_key
+
+    workdir = Path(tempfile.mkdtemp(prefix=f"layered-bench-{name}-"))
+    try:
+        (workdir / "data").mkdir()
+        key = generate_key()
+        if configure_django:
+            configure(workdir, key)
+        result = measure(workdir, key, lambda message: print(message, file=sys.stderr))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    report(result, print)
+    for check in checks(result):
+        print(f"  {check.line()}")
+    return 0

@@ -180,22 +180,9 @@ def report(result: dict[str, Any], emit: Callable[[str], None]) -> None:
 
 
 def main() -> int:
-    import shutil
-    import tempfile
-
-    from layered_storage.keys import generate_key
-
-    workdir = Path(tempfile.mkdtemp(prefix="layered-bench-files-"))
-    try:
-        (workdir / "data").mkdir()
-        env.configure(workdir, generate_key())
-        result = run(workdir, lambda message: print(message, file=sys.stderr))
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    report(result, print)
-    for check in file_checks(result):
-        print(f"  {check.line()}")
-    return 0
+    return env.run_alone(
+        "files", lambda workdir, _key, log: run(workdir, log), report, file_checks
+    )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from benchmarks import MiB, datasets
+from benchmarks import MiB, datasets, env
 from benchmarks.checks import Check
 from benchmarks.throttle import ThrottledLink
 
@@ -255,20 +255,14 @@ def main(argv: list[str] | None = None) -> int:
         (args.workdir / "data").mkdir(parents=True, exist_ok=True)
         print(json.dumps(_child(args.workdir, args.reps)))
         return 0
-    import shutil
-    import tempfile
-
-    workdir = Path(tempfile.mkdtemp(prefix="layered-bench-link-"))
-    try:
-        result = run(
-            workdir, lambda message: print(message, file=sys.stderr), args.reps
-        )
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    report(result, print)
-    for check in link_checks(result):
-        print(f"  {check.line()}")
-    return 0
+    # Each measurement configures Django in a process of its own.
+    return env.run_alone(
+        "link",
+        lambda workdir, _key, log: run(workdir, log, args.reps),
+        report,
+        link_checks,
+        configure_django=False,
+    )
 
 
 if __name__ == "__main__":

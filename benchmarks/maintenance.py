@@ -214,26 +214,15 @@ def report(result: dict[str, Any], emit: Callable[[str], None]) -> None:
 
 def main() -> int:
     import os
-    import shutil
-    import tempfile
-
-    from layered_storage.keys import generate_key
 
     if not env.s3_enabled():
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
         from tests.s3server import ensure_s3_server
 
         os.environ.setdefault("S3_BUCKET", ensure_s3_server().bucket)
-    workdir = Path(tempfile.mkdtemp(prefix="layered-bench-maintenance-"))
-    try:
-        env.configure(workdir, generate_key())
-        result = run(lambda message: print(message, file=sys.stderr))
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    report(result, print)
-    for check in maintenance_checks(result):
-        print(f"  {check.line()}")
-    return 0
+    return env.run_alone(
+        "maintenance", lambda _workdir, _key, log: run(log), report, maintenance_checks
+    )
 
 
 if __name__ == "__main__":

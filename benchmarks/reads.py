@@ -163,23 +163,12 @@ def main(argv: list[str] | None = None) -> int:
         args.kind = args.child
         print(_child(args))
         return 0
-    import shutil
-    import tempfile
-
-    from layered_storage.keys import generate_key
-
-    workdir = Path(tempfile.mkdtemp(prefix="layered-bench-reads-"))
-    try:
-        (workdir / "data").mkdir()
-        key = generate_key()
-        env.configure(workdir, key)
-        result = run(workdir, key, lambda m: print(m, file=sys.stderr), reps=args.reps)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    report(result, print)
-    for check in read_checks(result):
-        print(f"  {check.line()}")
-    return 0
+    return env.run_alone(
+        "reads",
+        lambda workdir, key, log: run(workdir, key, log, reps=args.reps),
+        report,
+        read_checks,
+    )
 
 
 if __name__ == "__main__":
