@@ -9,8 +9,10 @@ references (an alias, layer names, a keyring setting name), never key material, 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
+import os
 from collections.abc import Sequence
 from datetime import datetime
 from functools import cached_property
@@ -229,6 +231,8 @@ class LayeredStorage(Storage):
             except NameTakenError:
                 saved = None
             if saved == name or (saved is not None and not binds_names):
+                if self.backend.takes_uploads:
+                    _remove_upload(content)
                 return saved
             if saved is not None:
                 # A generic inner storage stored it under another name (another
@@ -515,6 +519,22 @@ def _layered_inner(config: dict[str, Any]) -> str | None:
         return None
     options = config.get("OPTIONS", {})
     return str(options.get("inner") or conf.get_setting("INNER"))
+
+
+def _remove_upload(content: File) -> None:  # type: ignore[type-arg]
+    """Remove the temporary file of an upload that is now stored (encoded).
+
+    FileSystemStorage moves an upload's temporary file into place and
+    InMemoryStorage deletes it, so after a save no plaintext copy is left in
+    FILE_UPLOAD_TEMP_DIR, and code written for them expects that. The content's
+    open file still reads (POSIX keeps an unlinked file's data while it is open),
+    and TemporaryUploadedFile.close() accepts a file that is already gone.
+    """
+    temporary_file_path = getattr(content, "temporary_file_path", None)
+    if temporary_file_path is None:
+        return
+    with contextlib.suppress(OSError):
+        os.unlink(temporary_file_path())
 
 
 __all__ = ["LayeredStorage"]

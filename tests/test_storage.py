@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from django.core.files.base import ContentFile, File
-from django.core.files.storage import FileSystemStorage
+from django.core.files.storage import FileSystemStorage, InMemoryStorage
 from django.core.files.uploadedfile import SimpleUploadedFile, TemporaryUploadedFile
 from django.http import FileResponse
 from hypothesis import HealthCheck, given
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from layered_storage import FormatError, HeaderAuthenticationError, LayeredStorage
 from layered_storage.backends import Backend
-from layered_storage.exceptions import NotLayeredError
+from layered_storage.exceptions import FileTooLargeError, NotLayeredError
 from tests.conftest import make_storage
 from tests.utils import (
     FRAME,
@@ -113,16 +113,50 @@ def test_saves_every_kind_of_content(fs_storage: LayeredStorage, content: Any) -
     assert fs_storage.open(name).read() == data
 
 
-def test_temporary_upload_is_encoded_not_moved(fs_storage: LayeredStorage) -> None:
-    # FileSystemStorage moves anything with temporary_file_path(); the layers must
-    # still see the bytes, and the caller's temporary file must stay untouched.
+def _temporary_upload(data: bytes) -> TemporaryUploadedFile:
     upload = TemporaryUploadedFile("big.txt", "text/plain", 0, None)
-    upload.write(b"temporary upload " * 1000)
+    upload.write(data)
     upload.flush()
-    name = fs_storage.save("big.txt", upload)
+    return upload
+
+
+def test_temporary_upload_is_left_or_taken_as_the_inner_storage_does(
+    storage: LayeredStorage,
+) -> None:
+    # FileSystemStorage moves an upload's temporary file into place and
+    # InMemoryStorage deletes it, so no copy of the plaintext stays in the
+    # temporary folder; object storages read it and leave it to its owner. The
+    # layered save encodes the bytes, then does what its inner storage would.
+    data = b"temporary upload " * 1000
+    plain_upload = _temporary_upload(data)
+    storage.inner.save("plain.txt", plain_upload)
+    plain_kept = Path(plain_upload.temporary_file_path()).exists()
+    plain_upload.close()
+
+    upload = _temporary_upload(data)
+    name = storage.save("big.txt", upload)
+    assert Path(upload.temporary_file_path()).exists() == plain_kept
+    assert plain_kept == (
+        not isinstance(storage.inner, (FileSystemStorage, InMemoryStorage))
+    )
+    assert storage.open(name).read() == data
+    assert b"temporary upload" not in stored_bytes(storage.inner, name)
+    # The caller's file still reads, and closing it is quiet either way.
+    upload.seek(0)
+    assert upload.read() == data
+    upload.close()
+
+
+def test_failed_save_leaves_the_temporary_upload(settings: Any, tmp_path: Path) -> None:
+    # The upload claims size 0, so the limit trips while its bytes stream through.
+    storage = make_storage(
+        settings, tmp_path, "filesystem", ["zstd", "aes-gcm"], max_file_size=1000
+    )
+    upload = _temporary_upload(b"x" * 5000)
+    with pytest.raises(FileTooLargeError):
+        storage.save("big.txt", upload)
     assert Path(upload.temporary_file_path()).exists()
-    assert fs_storage.open(name).read() == b"temporary upload " * 1000
-    assert b"temporary upload" not in stored_bytes(fs_storage.inner, name)
+    assert not storage.exists("big.txt")
     upload.close()
 
 

@@ -60,6 +60,10 @@ class Backend:
 
     #: Whether ``replace`` can swap a name's bytes atomically on this storage.
     can_replace = False
+    #: Whether a save removes an upload's temporary file once it is stored, as the
+    #: inner storage itself does (FileSystemStorage moves it into place,
+    #: InMemoryStorage deletes it).
+    takes_uploads = False
 
     def __init__(self, inner: Storage) -> None:
         self.inner = inner
@@ -155,6 +159,7 @@ class MemoryBackend(Backend):
     """
 
     can_replace = True
+    takes_uploads = True
 
     def save(self, name: str, stream: ProducerStream, *, exact_name: bool) -> str:
         with self._complete(name, stream) as complete:

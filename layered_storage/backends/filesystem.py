@@ -44,6 +44,7 @@ class FileSystemBackend(Backend):
 
     inner: FileSystemStorage
     can_replace = True
+    takes_uploads = True
 
     def save(self, name: str, stream: ProducerStream, *, exact_name: bool) -> str:
         full_path = self.inner.path(name)

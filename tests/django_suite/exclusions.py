@@ -14,9 +14,6 @@ Each exclusion is of one ``kind``:
   bytes are encoded;
 - ``class-path``: the test asserts the backend's own class path (what
   ``deconstruct()`` gives, the class a dotted path names);
-- ``fs-internals``: the test checks how FileSystemStorage itself does its work
-  (which OS calls its ``_save`` makes, that it moves an upload's temporary file
-  into place), which no storage that encodes the bytes can do the same way;
 - ``environment``: the test cannot pass on this machine whatever the storage.
 
 A pattern that matches nothing (a test another Django version lacks) is reported
@@ -29,7 +26,7 @@ import os
 from typing import NamedTuple
 
 #: The kinds of exclusion (see above).
-KINDS = ("path", "class-path", "fs-internals", "environment")
+KINDS = ("path", "class-path", "environment")
 
 
 class Exclusion(NamedTuple):
@@ -121,14 +118,6 @@ EXCLUSIONS: tuple[Exclusion, ...] = (
         _IMAGES + "ImageFieldTests.test_delete_when_missing",
         "path",
         "deletes the stored file with os.remove(field.path), i.e. storage.path(name)",
-    ),
-    Exclusion(
-        "model_fields.test_filefield.FileFieldTests.test_move_temporary_file",
-        "fs-internals",
-        "checks through the OS that the upload's temporary file was moved "
-        "(renamed) to become the stored file, as FileSystemStorage does; a "
-        "LayeredStorage stores an encoded copy, so the plaintext temporary file "
-        "stays until its owner closes it (TemporaryUploadedFile deletes it then)",
     ),
 )
 
