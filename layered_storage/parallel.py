@@ -123,7 +123,7 @@ def ordered_map(
     function: Callable[[T], R],
     items: Iterable[T],
     *,
-    workers: int,
+    workers: int | None = None,
     steal: bool = True,
 ) -> Iterator[R]:
     """Yield ``function(item)`` for each item, in order, computing ahead in parallel.
@@ -138,15 +138,21 @@ def ordered_map(
     worker has started (the pool is shared, and may be busy with other files), or
     while a worker computes it, the next one no worker has started. An exception in
     any call is raised when its result is due; the calls still queued behind it are
-    cancelled.
+    cancelled. ``workers`` of None is ``worker_count()``, looked up only when there
+    is more than one item.
     """
-    threads = workers - 1 if steal else workers
-    if threads <= 0:
+    if workers is not None and (workers - 1 if steal else workers) <= 0:
         yield from map(function, items)
         return
     head, rest = _split(items)
     if rest is None:  # a single item (a small file): no hand-off to a thread
         yield from map(function, head)
+        return
+    if workers is None:
+        workers = worker_count()
+    threads = workers - 1 if steal else workers
+    if threads <= 0:
+        yield from map(function, itertools.chain(head, rest))
         return
     pool = shared_pool(threads)
     window = 2 * workers
@@ -255,7 +261,7 @@ def _run(slot: list[Any]) -> Any:
 
 
 def overlapped_map(
-    function: Callable[[T], R], items: Iterable[T], *, workers: int
+    function: Callable[[T], R], items: Iterable[T], *, workers: int | None = None
 ) -> Iterator[R]:
     """Yield ``function(item)`` for each item, in order, one item ahead in a worker.
 
@@ -267,13 +273,17 @@ def overlapped_map(
     GIL behind it. The worker is shared by every file being saved, so an item it
     has not started when its result is due is computed by the caller instead.
     ``workers`` of 0 computes in the calling thread; a single item always does.
+    ``workers`` of None is ``worker_count()``, looked up only for a second item.
     """
-    if workers <= 0:
+    if workers is not None and workers <= 0:
         yield from map(function, items)
         return
     head, rest = _split(items)
     if rest is None:  # a single item (a small file): no hand-off to a thread
         yield from map(function, head)
+        return
+    if workers is None and worker_count() <= 0:
+        yield from map(function, itertools.chain(head, rest))
         return
     pool = shared_pool(1)
     pending: deque[Task[T, R]] = deque(Task(pool, function, item) for item in head)

@@ -16,7 +16,7 @@ import zstandard as zstd
 from django.core.files.base import ContentFile
 
 from layered_storage import LayeredStorage
-from layered_storage.exceptions import ContainerError
+from layered_storage.exceptions import ConfigurationError, ContainerError
 from layered_storage.layers import compression
 from layered_storage.layers.base import FileContext, ReadPolicy
 from layered_storage.layers.compression import DecompressingReader, ZstdLayer
@@ -201,6 +201,21 @@ def test_a_single_item_runs_in_the_calling_thread() -> None:
     assert list(ordered_map(where, [1], workers=2)) == [threading.get_ident()]
     assert list(ordered_map(where, [], workers=2)) == []
     assert len(list(ordered_map(where, range(6), workers=2))) == 6
+
+
+@pytest.mark.parametrize("mapper", [ordered_map, overlapped_map])
+def test_the_worker_setting_is_read_only_for_a_second_item(
+    settings: Any, mapper: Any
+) -> None:
+    # A small file pays nothing for the settings: WORKERS is not even validated.
+    settings.LAYERED_STORAGE = {**settings.LAYERED_STORAGE, "WORKERS": -1}
+    assert list(mapper(lambda item: item * 2, [21])) == [42]
+    assert list(mapper(lambda item: item, [])) == []
+    with pytest.raises(ConfigurationError, match="WORKERS"):
+        list(mapper(lambda item: item, range(2)))
+    settings.LAYERED_STORAGE = {**settings.LAYERED_STORAGE, "WORKERS": 0}
+    caller = threading.get_ident()
+    assert set(mapper(lambda item: threading.get_ident(), range(3))) == {caller}
 
 
 # -- one item ahead, for work that holds the GIL ----------------------------------

@@ -136,6 +136,9 @@ class ZstdLayer(Layer):
             frame_log2=self.frame_log2,
             checksums=outermost,
             payload=payload,
+            # Not outermost, the pipeline asked ``applies_to_head`` first: the
+            # first frame was judged worth compressing from samples across it.
+            head_judged=not outermost,
         )
 
 
@@ -154,8 +157,11 @@ class CompressingStream(ProducerStream):
         frame_log2: int,
         checksums: bool,
         payload: int,
+        head_judged: bool = False,
         workers: int | None = None,
     ) -> None:
+        """``head_judged``: the first frame was already found to shrink (see
+        ``ZstdLayer.applies_to_head``), so it is not sampled again."""
         super().__init__()
         self._source = source
         self._descriptor = lsz1.Descriptor(
@@ -164,17 +170,19 @@ class CompressingStream(ProducerStream):
         self._parameters = (level, checksums)
         self._table = lsz1.SeekTableWriter(checksums)
         self._table_pieces: Iterator[bytes | memoryview] | None = None
+        self._head_judged = head_judged
         self._frames = ordered_map(
             self._compress,
             self._read_frames(),
-            workers=worker_count() if workers is None else workers,
+            workers=workers,
             # Compressing here too would need this thread's own context (several
             # MiB at level 3) and gain nothing: the workers already fill the cores.
             steal=False,
         )
         self._state = "descriptor"
 
-    def _read_frames(self) -> Iterator[bytes]:
+    def _read_frames(self) -> Iterator[tuple[bytes, bool]]:
+        """Yield each frame and whether it still needs sampling."""
         size = self._descriptor.frame_size
         frames = 0
         while True:
@@ -187,20 +195,21 @@ class CompressingStream(ProducerStream):
                         f"most {frames} frames ({frames * size} bytes); store larger "
                         "files with a larger zstd frame_log2."
                     )
+                yield data, not (frames == 0 and self._head_judged)
                 frames += 1
-                yield data
             if len(data) < size:
                 return
 
-    def _compress(self, data: bytes) -> tuple[bytes | bytearray, int]:
+    def _compress(self, frame: tuple[bytes, bool]) -> tuple[bytes | bytearray, int]:
         """Compress one frame; runs in a worker thread."""
+        data, sample = frame
         level, checksums = self._parameters
-        if not checksums and _incompressible(data):
+        if sample and not checksums and _incompressible(data):
             # Under encryption (no checksums to compute) a frame that will not
             # shrink is stored as raw blocks: a copy instead of a compression try.
             return lsz1.raw_frame(data), len(data)
-        frame: bytes = _compressor(level, checksums).compress(data)
-        return frame, len(data)
+        compressed: bytes = _compressor(level, checksums).compress(data)
+        return compressed, len(data)
 
     def _produce(self) -> bytes | bytearray | memoryview | None:
         if self._state == "descriptor":
@@ -341,7 +350,11 @@ class DecompressingReader(BlockReader):
         self._check_total(self._table.size)
         # At most AHEAD_BYTES of plaintext in flight, whatever the frame size.
         window = AHEAD_BYTES // (2 * self.block_size)
-        self._workers = min(worker_count() if workers is None else workers, window)
+        if self._table.frames <= 1:
+            workers = 0  # nothing to decode ahead of one frame
+        elif workers is None:
+            workers = worker_count()
+        self._workers = min(workers, window)
         # Decoded and stored frames reuse buffers: the frames in flight, the one
         # in hand and the one being read.
         keep = 2 * self._workers + 2

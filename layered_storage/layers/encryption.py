@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import Iterator
-from dataclasses import replace
 from functools import cached_property
 from typing import ClassVar
 
@@ -34,7 +33,7 @@ from layered_storage.layers.base import (
     Layer,
     ReadPolicy,
 )
-from layered_storage.parallel import overlapped_map, worker_count
+from layered_storage.parallel import overlapped_map
 from layered_storage.streams import (
     BlockReader,
     ByteStream,
@@ -143,9 +142,7 @@ class EncryptingStream(ProducerStream):
             salt=secrets.token_bytes(lse1.SALT_SIZE) if salt is None else salt,
         )
         self._schedule = lse1.KeySchedule(key.secret, header, binding or b"")
-        header_bytes = replace(
-            header, commitment=self._schedule.commitment()
-        ).to_bytes()
+        header_bytes = self._schedule.signed + self._schedule.commitment()
         self._header: bytes | None = header_bytes
         self._trailer: bytes | None = lse1.trailer(header_bytes)
         self._segment_size = header.segment_size
@@ -155,7 +152,7 @@ class EncryptingStream(ProducerStream):
         self._batches = overlapped_map(
             self._seal,
             self._read_batches(),
-            workers=worker_count() if workers is None else workers,
+            workers=workers,
         )
 
     def _produce(self) -> bytes | bytearray | None:
