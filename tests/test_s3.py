@@ -91,6 +91,39 @@ def test_large_save_is_a_multipart_upload(s3_storage: LayeredStorage) -> None:
     assert s3_storage.size(name) == 20 * MIB
 
 
+@pytest.fixture
+def requests_sent(s3_storage: LayeredStorage) -> Iterator[list[str]]:
+    """The names of the S3 operations the storage's client sends."""
+    sent: list[str] = []
+
+    def before(model: Any, **_: Any) -> None:
+        sent.append(model.name)
+
+    inner: Any = s3_storage.inner
+    events = inner.connection.meta.client.meta.events
+    events.register("before-call.s3", before)
+    yield sent
+    events.unregister("before-call.s3", before)
+
+
+def test_small_save_is_one_put_object(
+    s3_storage: LayeredStorage, requests_sent: list[str]
+) -> None:
+    data = sample(3 * MIB)
+    name = s3_storage.save("small.txt", ContentFile(data))
+    assert requests_sent == ["PutObject"]
+    assert "-" not in stored_object(s3_storage, name)["ETag"]
+    assert s3_storage.open(name).read() == data
+
+
+def test_small_save_that_fails_sends_nothing(
+    s3_storage: LayeredStorage, requests_sent: list[str]
+) -> None:
+    with pytest.raises(ConnectionResetError):
+        s3_storage.save("broken.txt", FailingContent(MIB))
+    assert requests_sent == []
+
+
 def test_failed_upload_leaves_no_object_and_no_parts(
     s3_storage: LayeredStorage,
 ) -> None:
