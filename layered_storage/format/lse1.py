@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import struct
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
@@ -57,6 +58,8 @@ MAX_SEGMENTS = 2**40  # nonces hold a 40-bit segment index at most
 _TRANSCRIPT_LABEL = b"layered-storage/v1/transcript"
 _COMMIT_LABEL = b"ls1 commit"
 _SEGMENT_LABEL = b"ls1 seg"
+_FINGERPRINT_LABEL = b"layered-storage/v1/binding-fingerprint"
+FINGERPRINT_SIZE = 8
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,21 @@ def binding_context(namespace: str, name: str) -> bytes:
     return b"".join(parts)
 
 
+def binding_fingerprint(secret: bytes, namespace: str, name: str) -> str:
+    """Return the fingerprint of a binding to ``namespace`` and ``name`` under the
+    key ``secret``, as 16 hex digits: ``HMAC-SHA-256(K, label || context)[0:8]``.
+
+    It is not stored anywhere. Without the key it tells nothing about the name,
+    and it never reveals the key; with the same key, the same binding always has
+    the same fingerprint, so reports that withhold names can still be compared.
+
+    Raises:
+        ValueError: see ``binding_context``.
+    """
+    message = _FINGERPRINT_LABEL + binding_context(namespace, name)
+    return hmac.new(secret, message, hashlib.sha256).digest()[:FINGERPRINT_SIZE].hex()
+
+
 _INNER_PAD = bytes(byte ^ 0x36 for byte in range(256))
 _OUTER_PAD = bytes(byte ^ 0x5C for byte in range(256))
 
@@ -281,6 +299,27 @@ class KeySchedule:
             self._epochs[epoch] = keys
         cipher, nonce_base = keys
         return cipher, (nonce_base ^ index).to_bytes(12, "big")
+
+
+def verifying_namespace(
+    secret: bytes, header: Header, name: str, namespaces: Iterable[str]
+) -> str | None:
+    """Return the first of ``namespaces`` under which the name-bound ``header``
+    verifies for ``name`` with the key ``secret``, or None if none does.
+
+    Raises:
+        ValueError: see ``binding_context``.
+    """
+    return next(
+        (
+            namespace
+            for namespace in namespaces
+            if KeySchedule(secret, header, binding_context(namespace, name)).verify(
+                header.commitment
+            )
+        ),
+        None,
+    )
 
 
 def trailer(header: bytes) -> bytes:

@@ -261,16 +261,12 @@ class DecryptingReader(BlockReader):
         )
         self._schedule = lse1.KeySchedule(key.secret, header, binding)
         if not self._schedule.verify(header.commitment):
-            written_under = next(
-                (
-                    namespace
-                    for namespace in context.other_namespaces
-                    if header.name_bound
-                    and lse1.KeySchedule(
-                        key.secret, header, lse1.binding_context(namespace, name)
-                    ).verify(header.commitment)
-                ),
-                None,
+            written_under = (
+                lse1.verifying_namespace(
+                    key.secret, header, name, context.other_namespaces
+                )
+                if header.name_bound
+                else None
             )
             if written_under is not None:
                 raise HeaderAuthenticationError(
