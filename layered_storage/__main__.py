@@ -9,8 +9,9 @@ Keys come from ``--key-file`` (one key a line, ``#`` comments allowed, as
 ``layered_keygen`` prints them) or the ``LAYERED_STORAGE_KEYS`` environment variable
 (keys separated by commas or spaces), never from an argument, which other users of
 the machine can read. A file bound to its name needs that name (``--name``) and
-the storage's namespace (``--namespace``). Exit status: 0 done, 1 the file failed to
-decode (nothing is left at OUT), 2 wrong arguments or keys.
+the storage's namespace (``--namespace``); ``inspect`` checks with the key whether
+the file is bound to them. Exit status: 0 done, 1 the file failed to decode
+(nothing is left at OUT), 2 wrong arguments or keys.
 """
 
 from __future__ import annotations
@@ -30,7 +31,12 @@ from typing import BinaryIO
 from layered_storage.exceptions import ConfigurationError, LayeredStorageError
 from layered_storage.keys import Keyring, parse_keys
 from layered_storage.layers.base import FileContext
-from layered_storage.maintenance import inspect_stored, new_keys, offline_pipeline
+from layered_storage.maintenance import (
+    check_binding,
+    inspect_stored,
+    new_keys,
+    offline_pipeline,
+)
 from layered_storage.streams import ByteStream
 
 KEYS_ENV = "LAYERED_STORAGE_KEYS"
@@ -111,11 +117,18 @@ def _parser() -> argparse.ArgumentParser:
 
     inspect = commands.add_parser(
         "inspect",
-        help="show what the headers of stored bytes (IN) declare",
+        help="show what the headers of stored bytes (IN) declare and, with keys, "
+        "whether the file is bound to --name in --namespace",
         allow_abbrev=False,
     )
     _add_file_arguments(inspect, output=False)
     inspect.add_argument("--json", action="store_true", help="print a JSON object")
+    inspect.add_argument(
+        "--private-names",
+        action="store_true",
+        help="print no name: the file is shown by a fingerprint of its name, "
+        "derived from its key, and its binding by its fingerprint",
+    )
     inspect.set_defaults(run=_inspect)
     return parser
 
@@ -194,6 +207,14 @@ def _inspect(args: argparse.Namespace) -> None:
     keyring = _keyring(args.key_file)
     with _seekable_input(args.input) as stored:
         info = inspect_stored(stored, args.name or args.input)
+        if info.header is not None:
+            try:
+                binding = check_binding(
+                    info.header, keyring, args.name, [args.namespace]
+                )
+            except ValueError as exc:  # a NUL in the name or namespace
+                raise UsageError(str(exc)) from None
+            info = info.with_binding(binding)
         if keyring is not None and info.layered:
             context = FileContext(name=args.name or "", namespace=args.namespace)
             pipeline = offline_pipeline(keyring, ["aes-gcm"], allow_unencrypted=True)
@@ -206,10 +227,11 @@ def _inspect(args: argparse.Namespace) -> None:
             info = info.with_size(info.stored_size)
         else:
             info = info.with_size(None, "no key given")
+    private = args.private_names
     if args.json:
-        print(json.dumps({"name": info.name, **info.as_dict()}))
+        print(json.dumps({"name": info.name, **info.as_dict(private=private)}))
     else:
-        print(info.describe())
+        print(info.describe(private=private))
 
 
 # -- keys, names, files ---------------------------------------------------------------

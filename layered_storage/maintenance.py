@@ -16,6 +16,7 @@ from typing import Any
 
 from django.core.files.base import File
 
+from layered_storage.binding import Binding, check_binding
 from layered_storage.bulk import Outcome, Shard, in_shard, run_each, walk
 from layered_storage.exceptions import ConfigurationError, LayeredStorageError
 from layered_storage.format import lse1, lsz1
@@ -29,10 +30,12 @@ from layered_storage.streams import ByteStream, read_exactly, read_tail
 _COPY_CHUNK = 1024 * 1024
 
 __all__ = [
+    "Binding",
     "FileInfo",
     "Inventory",
     "Outcome",
     "Shard",
+    "check_binding",
     "encode",
     "in_shard",
     "inspect",
@@ -58,7 +61,8 @@ class FileInfo:
     """What the headers of one stored file say (nothing is decrypted for it).
 
     ``size`` is the plaintext length when it was asked for and could be read
-    (``size_error`` says why not).
+    (``size_error`` says why not); ``binding`` what an encrypted file is bound
+    to, when that was asked for.
     """
 
     name: str
@@ -69,6 +73,9 @@ class FileInfo:
     name_bound: bool | None = None
     size: int | None = None
     size_error: str | None = None
+    binding: Binding | None = None
+    #: The parsed LSE1 header, if the file has one.
+    header: lse1.Header | None = field(default=None, repr=False, compare=False)
 
     @property
     def layered(self) -> bool:
@@ -80,8 +87,21 @@ class FileInfo:
         prevented reading it."""
         return replace(self, size=size, size_error=error)
 
-    def describe(self) -> str:
-        """Return the one-line description ``layered_inspect`` prints."""
+    def with_binding(self, binding: Binding) -> FileInfo:
+        """Return this info with what the file is ``binding`` to."""
+        return replace(self, binding=binding)
+
+    def label(self, *, private: bool = False) -> str | None:
+        """Return the file's name; with ``private``, the fingerprint of its name in
+        its storage's namespace instead (None: no key to derive it)."""
+        if not private:
+            return self.name
+        fingerprint = self.binding.name_fingerprint if self.binding else None
+        return None if fingerprint is None else f"name {fingerprint}"
+
+    def describe(self, *, private: bool = False) -> str:
+        """Return the one-line description ``layered_inspect`` prints; with
+        ``private``, no file name appears in it (see ``label``)."""
         if self.size is not None:
             size = f"{self.size} bytes"
         else:
@@ -90,12 +110,17 @@ class FileInfo:
         details = [size, f"{self.stored_size} bytes stored"]
         details.append(" + ".join(self.layers) or "no layers (plaintext)")
         if self.key_id is not None:
-            bound = "bound to its name" if self.name_bound else "not name-bound"
-            details += [f"key {self.key_id}", bound]
-        return f"{self.name}: {', '.join(details)}"
+            details.append(f"key {self.key_id}")
+            if self.binding is not None:
+                details.append(self.binding.describe(self.name, private=private))
+            else:
+                details.append("name-bound" if self.name_bound else "not name-bound")
+        label = self.label(private=private) or "(name withheld)"
+        return f"{label}: {', '.join(details)}"
 
-    def as_dict(self) -> dict[str, Any]:
-        """Return the fields as JSON-ready values (all but ``name``)."""
+    def as_dict(self, *, private: bool = False) -> dict[str, Any]:
+        """Return the fields as JSON-ready values: all but ``name`` (with
+        ``private``, ``name`` is None, to be put over it)."""
         fields: dict[str, Any] = {
             "size": self.size,
             "stored_size": self.stored_size,
@@ -104,8 +129,15 @@ class FileInfo:
             "aead": self.aead,
             "name_bound": self.name_bound,
         }
+        if self.binding is not None:
+            fields["binding"] = self.binding.as_dict(private=private)
+            fields["name_fingerprint"] = self.binding.name_fingerprint
         if self.size_error is not None:
-            fields["size_error"] = self.size_error
+            # The message names the file: a private report keeps the class only.
+            error = self.size_error
+            fields["size_error"] = error.partition(":")[0] if private else error
+        if private:
+            fields["name"] = None  # put over the name by whoever prints it
         return fields
 
 
@@ -133,13 +165,22 @@ def inspect_stored(stored: ByteStream, name: str) -> FileInfo:
             key_id=header.key_id.hex(),
             aead=lse1.AEAD_NAMES[header.aead_id],
             name_bound=header.name_bound,
+            header=header,
         )
     if lsz1.is_lsz1(head):
         return FileInfo(name=name, stored_size=stored_size, layers=("zstd",))
     return FileInfo(name=name, stored_size=stored_size, layers=())
 
 
-def inspect(storage: LayeredStorage, name: str, *, size: bool = False) -> FileInfo:
+def inspect(
+    storage: LayeredStorage,
+    name: str,
+    *,
+    size: bool = False,
+    binding: bool = False,
+    as_name: str | None = None,
+    namespace: str | None = None,
+) -> FileInfo:
     """Return what the headers of ``name`` declare; with ``size``, also its
     plaintext length, read as ``storage.size`` reads it (the final segment and the
     seek table are authenticated, the rest is not read).
@@ -147,12 +188,26 @@ def inspect(storage: LayeredStorage, name: str, *, size: bool = False) -> FileIn
     A file whose headers parse but whose size cannot be read (a key not in the
     keyring, a changed header) is returned with ``size_error`` saying why.
 
+    With ``binding``, an encrypted file's binding is checked with the key (see
+    ``check_binding``): is it bound to ``as_name`` (default: ``name``) in
+    ``namespace`` (default: the storage's), else in which other namespace of the
+    settings.
+
     Raises:
         FileNotFoundError: no such file.
         FormatError: a header this version cannot parse.
     """
     with storage.backend.open(name) as stored:
         info = inspect_stored(stored, name)
+        if binding and info.header is not None:
+            context = storage.context(name)
+            first = context.namespace if namespace is None else namespace
+            others = (context.namespace, *context.other_namespaces)
+            namespaces = [first, *(other for other in others if other != first)]
+            checked = check_binding(
+                info.header, keyring_of(storage), name, namespaces, as_name=as_name
+            )
+            info = info.with_binding(checked)
         if not size:
             return info
         if not info.layered:

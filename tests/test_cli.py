@@ -16,6 +16,7 @@ from django.core.files.base import ContentFile
 
 from layered_storage import LayeredStorage
 from layered_storage.__main__ import KEYS_ENV, main
+from layered_storage.format import lse1
 from layered_storage.keys import Key, generate_key
 from tests.conftest import make_storage
 from tests.utils import sample, stored_bytes, tamper
@@ -259,7 +260,8 @@ def test_inspect_shows_the_header_and_with_keys_the_size(
     assert main(["inspect", str(stored)]) == 0
     assert (
         f"size unknown (no key given), {stored.stat().st_size} bytes stored, zstd + "
-        f"AES-256-GCM, key {label}, bound to its name" in capsys.readouterr().out
+        f"AES-256-GCM, key {label}, bound to a name (cannot verify: no key given)"
+        in capsys.readouterr().out
     )
     assert (
         main(
@@ -278,6 +280,61 @@ def test_inspect_shows_the_header_and_with_keys_the_size(
     record = json.loads(capsys.readouterr().out)
     assert record["size"] == 100_000
     assert record["key_id"] == label
+    assert record["binding"]["status"] == "verified"
+
+
+def test_inspect_checks_the_binding_with_the_key(
+    settings: Any, tmp_path: Path, key_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    storage = make_storage(
+        settings, tmp_path, "filesystem", ["aes-gcm"], namespace="media"
+    )
+    name = storage.save("people/jane-doe.txt", ContentFile(b"jane"))
+    stored = tmp_path / "stored.bin"
+    stored.write_bytes(stored_bytes(storage.inner, name))
+    secret = storage.pipeline.keyring().primary.secret
+    fingerprint = lse1.binding_fingerprint(secret, "media", name)
+
+    def inspect(*args: str) -> str:
+        assert main(["inspect", "--key-file", str(key_file), *args, str(stored)]) == 0
+        return capsys.readouterr().out
+
+    out = inspect("--name", name, "--namespace", "media")
+    assert out.startswith(f"{name}: 4 bytes, ")
+    assert f"bound to its name in namespace 'media' (binding {fingerprint})" in out
+    assert "NOT bound to its name in namespace '': likely copied or renamed" in (
+        inspect("--name", name)
+    )
+    assert "NOT bound to its name in namespace 'media': likely" in (
+        inspect("--name", "people/john-roe.txt", "--namespace", "media")
+    )
+    assert "bound to a name (cannot verify: no name given)" in inspect()
+    private = inspect("--name", name, "--namespace", "media", "--private-names")
+    assert "jane" not in private
+    assert private.startswith(f"name {fingerprint}: 4 bytes")
+    record = json.loads(
+        inspect("--name", name, "--namespace", "media", "--private-names", "--json")
+    )
+    assert "jane" not in json.dumps(record)
+    assert record["name"] is None
+    assert record["name_fingerprint"] == record["binding"]["fingerprint"] == fingerprint
+
+
+def test_inspect_without_keys_withholds_a_private_name(
+    settings: Any, tmp_path: Path
+) -> None:
+    storage = make_storage(settings, tmp_path, "filesystem", ["aes-gcm"])
+    name = storage.save("people/jane-doe.txt", ContentFile(b"jane"))
+    done = cli(
+        "inspect",
+        "--name",
+        name,
+        "--private-names",
+        stdin=stored_bytes(storage.inner, name),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().startswith("(name withheld): size unknown (no key")
+    assert b"jane" not in done.stdout + done.stderr
 
 
 def test_keys_never_come_from_an_argument(tmp_path: Path) -> None:

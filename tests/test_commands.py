@@ -179,6 +179,157 @@ def test_inspect_json_gives_one_object_per_file(vault: LayeredStorage) -> None:
     assert "2 file(s) inspected" in err  # the summary stays off stdout
 
 
+def vault_with_namespaces(
+    settings: Any, tmp_path: Path, kind: str = "filesystem"
+) -> tuple[LayeredStorage, LayeredStorage]:
+    """Return the storage 'vault' of namespace 'B' and 'before' of namespace 'A',
+    over the same inner storage, as after a change of the vault's namespace."""
+    inner = vault_storages(inner_config(kind, tmp_path), namespace="B")
+    before = {**inner["vault"], "OPTIONS": {**inner["vault"]["OPTIONS"]}}
+    before["OPTIONS"]["namespace"] = "A"
+    settings.STORAGES = {**settings.STORAGES, **inner, "before": before}
+    vault, old = storages["vault"], storages["before"]
+    assert isinstance(vault, LayeredStorage)
+    assert isinstance(old, LayeredStorage)
+    return vault, old
+
+
+def test_inspect_says_what_each_file_is_bound_to(
+    settings: Any, tmp_path: Path, inner_kind: str
+) -> None:
+    vault, before = vault_with_namespaces(settings, tmp_path, inner_kind)
+    secret = vault.pipeline.keyring().primary.secret
+    before.save("old/a.txt", ContentFile(b"written under A"))
+    vault.save("new/b.txt", ContentFile(b"written under B"))
+    with vault.inner.open("new/b.txt") as stored:
+        vault.inner.save("moved/b.txt", stored)
+    out, _ = run("layered_inspect", "--storage", "vault")
+    a = lse1.binding_fingerprint(secret, "A", "old/a.txt")
+    b = lse1.binding_fingerprint(secret, "B", "new/b.txt")
+    assert f"bound to its name under namespace 'A', not 'B' (binding {a})" in out
+    assert "new/b.txt: 15 bytes, " in out
+    assert f"bound to its name in namespace 'B' (binding {b})" in out
+    assert re.search(
+        r"moved/b.txt: size unknown \(HeaderAuthenticationError\), .*, NOT bound to "
+        r"its name in namespace 'B' or any other of the settings: likely copied or "
+        "renamed",
+        out,
+    )
+    assert (
+        "name binding: 1 verified, 1 under another namespace, 1 bound to another "
+        "name (likely copied or renamed)" in out
+    )
+    out, _ = run("layered_inspect", "--storage", "vault", "--json")
+    found = {record["name"]: record["binding"] for record in json_lines(out)}
+    assert found["old/a.txt"] == {
+        "status": "other-namespace",
+        "namespace": "A",
+        "name": "old/a.txt",
+        "fingerprint": a,
+    }
+    assert found["moved/b.txt"]["status"] == "mismatch"
+
+
+def test_inspect_as_name_checks_a_renamed_file_against_its_old_name(
+    settings: Any, tmp_path: Path
+) -> None:
+    vault, _ = vault_with_namespaces(settings, tmp_path)
+    vault.save("new/b.txt", ContentFile(b"b"))
+    with vault.inner.open("new/b.txt") as stored:
+        vault.inner.save("moved/b.txt", stored)
+    out, _ = run(
+        "layered_inspect", "--storage", "vault", "--as-name", "new/b.txt", "moved/b.txt"
+    )
+    assert "moved/b.txt: " in out
+    assert "bound to 'new/b.txt', not its own name, in namespace 'B'" in out
+    assert "1 file(s) inspected" in out
+    out, _ = run(
+        "layered_inspect", "--storage", "vault", "--as-name", "x.txt", "moved/b.txt"
+    )
+    assert "NOT bound to 'x.txt' in namespace 'B'" in out
+    # --namespace asks about another namespace first, here for every file.
+    out, _ = run("layered_inspect", "--storage", "vault", "--namespace", "A")
+    assert "new/b.txt: 1 bytes" in out
+    assert "bound to its name under namespace 'B', not 'A'" in out
+    for names in ([], ["new/b.txt", "moved/b.txt"]):
+        _, _, message = run_failing(
+            "layered_inspect", "--storage", "vault", "--as-name", "y", *names, code=2
+        )
+        assert "give exactly one file name" in message
+    with pytest.raises(CommandError, match="NUL"):
+        run("layered_inspect", "--storage", "vault", "--as-name", "a\x00b", "x")
+
+
+def test_inspect_private_names_print_fingerprints_and_no_name(
+    settings: Any, tmp_path: Path
+) -> None:
+    vault, before = vault_with_namespaces(settings, tmp_path)
+    secret = vault.pipeline.keyring().primary.secret
+    before.save("jane-doe/scan.pdf", ContentFile(b"A"))
+    vault.save("john-roe/scan.pdf", ContentFile(b"B"))
+    with vault.inner.open("john-roe/scan.pdf") as stored:
+        vault.inner.save("mary-major/scan.pdf", stored)
+    vault.inner.save("ann-other/plain.txt", ContentFile(b"plaintext"))
+    broken = vault.save("bob-broken/scan.pdf", ContentFile(b"broken"))
+
+    def unknown_version(data: bytearray) -> bytes:  # in the header and its copy
+        forged = bytearray(data)
+        forged[8] = forged[len(forged) - lse1.TRAILER_SIZE + 8] = 9
+        return bytes(forged)
+
+    tamper(vault.inner, broken, unknown_version)
+
+    def private(*extra: str) -> str:
+        args = ("layered_inspect", "--storage", "vault", "--private-names", *extra)
+        if "--as-name" in extra:
+            out, err = run(*args)
+            message = ""
+        else:  # the broken header fails the run
+            out, err, message = run_failing(*args, code=1)
+        for person in ("jane-doe", "john-roe", "mary-major", "ann-other", "bob-broken"):
+            assert person not in out + err + message
+        return out
+
+    text = private()
+    json_out = private("--json")
+    asked = private("--as-name", "john-roe/scan.pdf", "mary-major/scan.pdf")
+    jane_a = lse1.binding_fingerprint(secret, "A", "jane-doe/scan.pdf")
+    jane_b = lse1.binding_fingerprint(secret, "B", "jane-doe/scan.pdf")
+    john = lse1.binding_fingerprint(secret, "B", "john-roe/scan.pdf")
+    mary = lse1.binding_fingerprint(secret, "B", "mary-major/scan.pdf")
+    assert f"name {jane_b}: " in text
+    assert f"not 'B' (binding {jane_a})" in text
+    assert f"name {john}: 1 bytes" in text
+    assert f"name {mary}: size unknown" in text
+    assert "(name withheld): 9 bytes, 9 bytes stored, no layers" in text
+    assert "(name withheld): header cannot be read (UnsupportedFormatError)" in text
+    records = json_lines(json_out)
+    assert all(record["name"] is None for record in records)
+    assert {record.get("name_fingerprint") for record in records} == {
+        jane_b,
+        john,
+        mary,
+        None,
+    }
+    # The renamed file's binding is the fingerprint of the name it was copied from.
+    assert f"name {mary}: " in asked
+    assert "bound to the other name given, not its own name, in namespace 'B' " in asked
+    assert f"(binding {john})" in asked
+
+
+def test_inspect_without_the_key_cannot_verify(
+    vault: LayeredStorage, settings: Any
+) -> None:
+    vault.save("old.txt", ContentFile(b"old"))
+    old_key = vault.pipeline.keyring().primary.label
+    reopened(settings, [generate_key()])
+    out, _, _ = run_failing("layered_inspect", "--storage", "vault", code=1)
+    assert (
+        f"bound to a name (cannot verify: key {old_key} is not in the keyring)" in out
+    )
+    assert "name binding: 1 not checked (no key)" in out
+
+
 # -- verify -------------------------------------------------------------------------
 
 

@@ -22,8 +22,10 @@ from layered_storage.bulk import Shard, in_shard, run_each, walk
 from layered_storage.exceptions import (
     ConfigurationError,
     DecryptionError,
+    HeaderAuthenticationError,
     NotLayeredError,
 )
+from layered_storage.format import lse1
 from layered_storage.keys import generate_key, parse_keys
 from layered_storage.layers.base import FileContext
 from layered_storage.maintenance import (
@@ -258,6 +260,128 @@ def test_inspect_names_why_the_size_is_unknown(settings: Any, tmp_path: Path) ->
     assert info.size_error.startswith("UnknownKeyError: 'k.bin' was encrypted")
     assert info.key_id is not None
     assert missing_key_ids(reader, [info.key_id]) == [info.key_id]
+
+
+def namespaced(
+    settings: Any, tmp_path: Path, kind: str, written: str, reading: str
+) -> tuple[LayeredStorage, LayeredStorage]:
+    """Return a storage of namespace ``written`` and one of namespace ``reading``
+    over the same inner storage; the settings name both namespaces."""
+    writer = make_storage(
+        settings, tmp_path, kind, ["zstd", "aes-gcm"], namespace=written
+    )
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "before": {
+            "BACKEND": "layered_storage.LayeredStorage",
+            "OPTIONS": {"inner": writer.inner_alias, "namespace": written},
+        },
+    }
+    reader = LayeredStorage(
+        inner=writer.inner_alias, layers=["zstd", "aes-gcm"], namespace=reading
+    )
+    return writer, reader
+
+
+def test_inspect_names_the_namespace_a_file_was_written_under(
+    settings: Any, tmp_path: Path, inner_kind: str
+) -> None:
+    writer, reader = namespaced(settings, tmp_path, inner_kind, "A", "B")
+    name = writer.save("docs/a.txt", ContentFile(b"written under A"))
+    secret = reader.pipeline.keyring().primary.secret
+    binding = inspect(reader, name, binding=True).binding
+    assert binding is not None
+    assert (binding.status, binding.namespace, binding.name) == (
+        "other-namespace",
+        "A",
+        name,
+    )
+    assert binding.fingerprint == lse1.binding_fingerprint(secret, "A", name)
+    assert binding.name_fingerprint == lse1.binding_fingerprint(secret, "B", name)
+    # open() finds the same namespace, by the same check.
+    with pytest.raises(HeaderAuthenticationError, match="under namespace 'A'"):
+        reader.open(name)
+    # Asked about A first, it is bound to its name there.
+    asked = inspect(reader, name, binding=True, namespace="A").binding
+    assert asked is not None
+    assert (asked.status, asked.fingerprint) == ("verified", binding.fingerprint)
+    assert inspect(writer, name, binding=True).binding == asked
+
+
+def test_inspect_of_a_renamed_file_finds_the_name_it_is_bound_to(
+    fs_storage: LayeredStorage,
+) -> None:
+    old = fs_storage.save("scans/old.pdf", ContentFile(b"renamed"))
+    with fs_storage.inner.open(old) as stored:  # moved outside Django
+        new = fs_storage.inner.save("scans/new.pdf", stored)
+    renamed = inspect(fs_storage, new, size=True, binding=True)
+    assert renamed.binding is not None
+    assert renamed.binding.status == "mismatch"
+    assert renamed.size_error is not None
+    assert renamed.size_error.startswith("HeaderAuthenticationError")
+    assert "NOT bound to its name" in renamed.describe()
+    asked = inspect(fs_storage, new, binding=True, as_name=old).binding
+    original = inspect(fs_storage, old, binding=True).binding
+    assert asked is not None
+    assert original is not None
+    assert (asked.status, asked.name) == ("verified", old)
+    assert asked.fingerprint == original.fingerprint == original.name_fingerprint
+    assert asked.name_fingerprint != asked.fingerprint  # the row is the new name's
+
+
+def test_inspect_says_an_unbound_file_is_unbound(settings: Any, tmp_path: Path) -> None:
+    storage = make_storage(
+        settings,
+        tmp_path,
+        "filesystem",
+        [("aes-gcm", {"bind_name": False})],
+        require_name_binding=False,
+    )
+    name = storage.save("free.txt", ContentFile(b"any name"))
+    info = inspect(storage, name, binding=True)
+    assert info.binding is not None
+    assert info.binding.status == "unbound"
+    assert "not name-bound" in info.describe()
+    assert info.as_dict()["binding"]["fingerprint"] is None
+
+
+def test_inspect_without_the_key_reports_only_the_flag(
+    settings: Any, tmp_path: Path
+) -> None:
+    settings.LAYERED_STORAGE = {"KEYS": [generate_key()]}
+    writer = make_storage(settings, tmp_path, "filesystem", ["aes-gcm"])
+    name = writer.save("k.bin", ContentFile(b"secret"))
+    kid = writer.pipeline.keyring().primary.label
+    settings.LAYERED_STORAGE = {"KEYS": [generate_key()]}
+    reader = LayeredStorage(inner=writer.inner_alias, layers=["aes-gcm"])
+    info = inspect(reader, name, binding=True)
+    assert info.name_bound
+    assert info.binding is not None
+    assert info.binding.status == "unchecked"
+    assert info.describe().endswith(
+        f"bound to a name (cannot verify: key {kid} is not in the keyring)"
+    )
+    # With nothing to derive a fingerprint from, a private report has no name.
+    assert info.describe(private=True).startswith("(name withheld): ")
+    assert info.as_dict(private=True)["name"] is None
+
+
+def test_a_private_description_holds_fingerprints_and_no_name(
+    fs_storage: LayeredStorage,
+) -> None:
+    name = fs_storage.save("patients/jane-doe.pdf", ContentFile(b"private"))
+    with fs_storage.inner.open(name) as stored:
+        copy = fs_storage.inner.save("patients/john-roe.pdf", stored)
+    for inspected, as_name in ((name, None), (copy, None), (copy, name)):
+        info = inspect(fs_storage, inspected, size=True, binding=True, as_name=as_name)
+        assert info.binding is not None
+        private = info.describe(private=True) + repr(info.as_dict(private=True))
+        assert "jane" not in private
+        assert "john" not in private
+        assert f"name {info.binding.name_fingerprint}: " in private
+        if as_name is not None:  # the copy, asked about the original's name
+            assert f"(binding {info.binding.fingerprint})" in private
+            assert info.binding.fingerprint is not None
 
 
 def test_inventory_counts_keys_plaintext_and_unreadable(
