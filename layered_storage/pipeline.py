@@ -27,6 +27,7 @@ from layered_storage.layers.encryption import AeadLayer, DecryptingReader
 from layered_storage.streams import (
     BlockReader,
     ByteStream,
+    MemoryStream,
     PrefixedStream,
     ProducerStream,
     WholeStream,
@@ -48,11 +49,12 @@ class Pipeline:
         self.layers = layers
         self.policy = policy
         self._read_keyring: Keyring | None = None
+        self._encryption = encryption_layer(layers)
 
     @property
     def encryption(self) -> AeadLayer | None:
         """Return the encryption layer of the stack, if any."""
-        return encryption_layer(self.layers)
+        return self._encryption
 
     def keyring(self) -> Keyring:
         """Return the keyring that decrypts: the stack's, else the global one."""
@@ -109,14 +111,16 @@ class Pipeline:
         end = stored.seek(0, io.SEEK_END)
         if end <= WHOLE_READ:
             stored = WholeStream(stored, end)
-            tail = stored.getvalue()[-lse1.TRAILER_SIZE :]
+            tail = stored.data[-lse1.TRAILER_SIZE :]
         else:
             # An LSE1 object is recognised by its trailer, so that opening one reads
             # only its end: one ranged request on S3 for header, size and seek table.
             tail, _ = read_tail(stored, lse1.TRAILER_SIZE)
         trailed = lse1.ends_with_trailer(tail)
-        stored.seek(0)
-        head = b"" if trailed else read_exactly(stored, _SNIFF_SIZE)
+        head = b""
+        if not trailed:
+            stored.seek(0)
+            head = read_exactly(stored, _SNIFF_SIZE)
         stored.seek(0)
         if trailed or head.startswith(lse1.MAGIC):  # no trailer: the reader says why
             payload = PAYLOAD_LSE1
@@ -174,7 +178,7 @@ def encryption_layer(layers: list[Layer]) -> AeadLayer | None:
     return next((layer for layer in layers if isinstance(layer, AeadLayer)), None)
 
 
-class DecryptedStream(io.BytesIO):
+class DecryptedStream(MemoryStream):
     """The whole plaintext of a one-segment LSE1 object, for the layer inside.
 
     ``_source`` is the reader that decrypted it, as in a chain of decoders, and

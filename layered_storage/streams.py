@@ -110,7 +110,21 @@ class PrefixedStream(io.RawIOBase):
             self._head, self._offset = b"", 0  # free it as soon as it is read
 
 
-class WholeStream(io.BytesIO):
+class MemoryStream(io.BytesIO):
+    """A stream over bytes held whole in memory, ``data``: a decoder reading it
+    slices them instead of reading copies."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)  # shared, not copied, until written to
+        self.data = data
+
+
+def memory_of(source: ByteStream) -> memoryview | None:
+    """Return the bytes ``source`` holds whole in memory, or None if it reads them."""
+    return memoryview(source.data) if isinstance(source, MemoryStream) else None
+
+
+class WholeStream(MemoryStream):
     """All the bytes of a small stored object (``data``), read at once; the stream
     they came from is closed at once, and what it knew of them (``last_modified``)
     kept."""
@@ -118,8 +132,7 @@ class WholeStream(io.BytesIO):
     def __init__(self, source: ByteStream, size: int) -> None:
         source.seek(0)
         try:
-            self.data = read_exactly(source, size)
-            super().__init__(self.data)
+            super().__init__(read_exactly(source, size))
             self.last_modified = getattr(source, "last_modified", None)
         finally:
             source.close()

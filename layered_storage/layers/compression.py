@@ -39,6 +39,7 @@ from layered_storage.streams import (
     ByteStream,
     ProducerStream,
     fill_from,
+    memory_of,
     read_exactly,
 )
 
@@ -326,6 +327,8 @@ class DecompressingReader(BlockReader):
         self._cached_buffer: bytearray | None = None
         #: Where the source is, so moving it needs no ``tell()``; -1: unknown.
         self._source_offset = -1
+        #: The stream itself when it is all in memory: frames are sliced from it.
+        self._memory = memory_of(source)
         self._file_name = file_name
         self._policy = policy
         descriptor = None
@@ -404,6 +407,8 @@ class DecompressingReader(BlockReader):
         super().close()
 
     def _read_at(self, offset: int, size: int) -> bytes:
+        if self._memory is not None:
+            return bytes(self._memory[offset : offset + size])
         if self._source_offset != offset:
             self._source.seek(offset)
         data = read_exactly(self._source, size)
@@ -484,7 +489,7 @@ class DecompressingReader(BlockReader):
             try:
                 plain = self._decompress(work)
             finally:
-                self._stored_buffers.give(work[4])
+                self._give_stored(work[4])
             self._position += len(plain)
             return plain
         result = io.BytesIO()
@@ -551,13 +556,19 @@ class DecompressingReader(BlockReader):
         table = self._table
         start = 0 if index == 0 and not self._descriptor_checked else offset
         size = offset - start + table.compressed(index)
-        buffer = self._stored_buffers.take(size)
-        data = memoryview(buffer)[:size]
-        if self._source_offset != start:
-            self._source.seek(start)
-        count = fill_from(self._source, data)
-        self._source_offset = start + count
+        buffer: bytearray | None = None
+        if self._memory is not None:
+            data = self._memory[start : start + size]
+            count = len(data)
+        else:
+            buffer = self._stored_buffers.take(size)
+            data = memoryview(buffer)[:size]
+            if self._source_offset != start:
+                self._source.seek(start)
+            count = fill_from(self._source, data)
+            self._source_offset = start + count
         if count != size:
+            self._give_stored(buffer)
             raise ContainerError(
                 f"{self._file_name!r} ends inside frame {index}: it changed while "
                 "being read."
@@ -566,6 +577,11 @@ class DecompressingReader(BlockReader):
             self._check_descriptor(bytes(data[: lsz1.DESCRIPTOR_SIZE]))
             data = data[lsz1.DESCRIPTOR_SIZE :]
         return index, data, table.decompressed(index), table.checksum(index), buffer
+
+    def _give_stored(self, buffer: bytearray | None) -> None:
+        """Give a stored frame's buffer back (None: it was sliced from memory)."""
+        if buffer is not None:
+            self._stored_buffers.give(buffer)
 
     def _decode(self, work: FrameWork) -> Decoded:
         """Decode one stored frame into a buffer of the pool (any thread)."""
@@ -594,7 +610,7 @@ class DecompressingReader(BlockReader):
                 checksum=checksum,
             )
         finally:
-            self._stored_buffers.give(stored)
+            self._give_stored(stored)
 
     def _decompress(self, work: FrameWork) -> bytes:
         """Decode one stored frame into bytes of its own."""
@@ -611,8 +627,8 @@ class DecompressingReader(BlockReader):
 
 
 #: A frame to decode: its index, stored bytes, table size and table checksum, and
-#: the pool's buffer that holds the stored bytes.
-FrameWork = tuple[int, memoryview, int, int | None, bytearray]
+#: the pool's buffer that holds the stored bytes (None: they are in memory).
+FrameWork = tuple[int, memoryview, int, int | None, bytearray | None]
 #: A decoded frame: its plaintext, in a buffer of the pool.
 Decoded = tuple[memoryview, bytearray]
 #: Plaintext the read-ahead may hold: at most 2 x workers frames, fewer large ones.

@@ -38,8 +38,8 @@ from layered_storage.streams import (
     BlockReader,
     ByteStream,
     ProducerStream,
-    WholeStream,
     fill_from,
+    memory_of,
     read_exactly,
     read_tail,
 )
@@ -234,10 +234,17 @@ class DecryptingReader(BlockReader):
         super().__init__(source)
         name = context.name
         self._file_name = name
+        # The stored object itself when it is all in memory: segments are sliced
+        # from it, never copied.
+        self._memory = memory_of(source)
         # The header is read from the trailer, so a reader starting from the end
         # (size, seek tables) never touches the start of the object. The copy at
         # the start must be the same; it is compared when segment 0 is read.
-        tail, stored = read_tail(source, lse1.TRAILER_SIZE)
+        if self._memory is not None:
+            stored = len(self._memory)
+            tail = bytes(self._memory[-lse1.TRAILER_SIZE :])
+        else:
+            tail, stored = read_tail(source, lse1.TRAILER_SIZE)
         if stored < lse1.TRAILER_SIZE:
             raise TruncatedFileError(
                 f"{name!r} is truncated: {stored} bytes cannot hold an LSE1 object."
@@ -299,11 +306,6 @@ class DecryptingReader(BlockReader):
         self._plain = bytearray()
         # Stored segments read at once: a batch when reading on, else what is needed.
         self._stored = bytearray()
-        # The stored object itself when it is all in memory: segments are sliced
-        # from it, never copied.
-        self._memory = (
-            memoryview(source.data) if isinstance(source, WholeStream) else None
-        )
         self._stored_first = 0
         self._stored_count = 0
         self._cached_index = -1
@@ -322,6 +324,20 @@ class DecryptingReader(BlockReader):
         # Verify the final segment before answering: a length alone could be forged.
         self._block(self._segments - 1)
         return self._size
+
+    def readall(self) -> bytes:
+        """Return the rest of the plaintext; a one-segment object is opened into
+        bytes of its own, with no buffer to copy them out of."""
+        if self._position or self._segments != 1 or self._cached_index == 0:
+            return super().readall()
+        sealed = self._sealed(0, 1)
+        cipher, nonce = self._schedule.segment(0)
+        try:
+            plain: bytes = cipher.decrypt(nonce, sealed, lse1.final_flag(True))
+        except InvalidTag:
+            raise self._failed(0) from None
+        self._position = self._size
+        return plain
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         """Fill ``buffer``; whole segments it covers are opened straight into it,
@@ -479,9 +495,12 @@ class DecryptingReader(BlockReader):
         Raises:
             HeaderAuthenticationError: the two copies differ.
         """
-        self._source.seek(0)
-        leading = read_exactly(self._source, self._header_size)
-        self._source_offset = len(leading)
+        if self._memory is not None:
+            leading = self._memory[: self._header_size]
+        else:
+            self._source.seek(0)
+            leading = memoryview(read_exactly(self._source, self._header_size))
+            self._source_offset = len(leading)
         if leading != self._header_bytes:
             raise HeaderAuthenticationError(
                 f"{self._file_name!r} failed header authentication: its header "
