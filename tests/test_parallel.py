@@ -319,10 +319,17 @@ def test_sealing_failure_aborts_the_save_and_leaves_no_file(
     settings.LAYERED_STORAGE = {**settings.LAYERED_STORAGE, "WORKERS": 2}
     seal = EncryptingStream._seal
     calls = []
+    lock = threading.Lock()
 
     def failing_seal(self: EncryptingStream, batch: Any) -> bytearray:
-        calls.append(threading.current_thread().name)
-        if len(calls) == 3:
+        with lock:
+            calls.append(threading.current_thread().name)
+            number = len(calls)
+        if threading.current_thread() is threading.main_thread():
+            # Leave the worker time to take the next batch, however loaded the
+            # machine is, instead of this thread sealing every one itself.
+            time.sleep(0.02)
+        if number == 3:
             raise MemoryError("sealing worker ran out of memory")
         return seal(self, batch)
 

@@ -241,6 +241,22 @@ def test_filesystem_save_publishes_only_complete_files(
     assert storage.open(name).read() == data
 
 
+def test_filesystem_save_makes_missing_folders_only_and_refuses_a_file_in_the_way(
+    settings: Any, tmp_path: Path
+) -> None:
+    storage = make_storage(settings, tmp_path, "filesystem", ["zstd", "aes-gcm"])
+    storage.inner.directory_permissions_mode = 0o750  # type: ignore[attr-defined]
+    assert storage.save("new/folder/a.txt", ContentFile(b"a")) == "new/folder/a.txt"
+    for folder in ("new", "new/folder"):
+        assert Path(storage.inner.path(folder)).stat().st_mode & 0o777 == 0o750
+    assert storage.save("new/folder/b.txt", ContentFile(b"b")) == "new/folder/b.txt"
+    storage.save("blocker", ContentFile(b"a file where a folder would go"))
+    with pytest.raises(FileExistsError, match="not a directory"):
+        storage.save("blocker/c.txt", ContentFile(b"c"))
+    assert sorted(os.listdir(storage.inner.path("new/folder"))) == ["a.txt", "b.txt"]
+    assert storage.listdir("")[1] == ["blocker"]
+
+
 def test_killed_writer_leftovers_are_not_listed(settings: Any, tmp_path: Path) -> None:
     storage = make_storage(settings, tmp_path, "filesystem", ["zstd", "aes-gcm"])
     storage.save("a/kept.txt", ContentFile(b"kept"))

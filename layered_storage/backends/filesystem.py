@@ -105,15 +105,27 @@ class FileSystemBackend(Backend):
         """Write ``stream`` to a new temporary file beside ``full_path``; return its
         path. On failure it is removed."""
         directory = os.path.dirname(full_path)
-        self._make_directories(directory)
         temporary = os.path.join(directory, partial_name(""))
         # The mode FileSystemStorage gives new files, before its umask and chmod.
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-        descriptor = os.open(temporary, flags, 0o666)
         try:
-            with os.fdopen(descriptor, "wb") as file:
+            descriptor = os.open(temporary, flags, 0o666)
+        except (FileNotFoundError, NotADirectoryError):
+            # Folders are made only when missing, so a save into an existing one
+            # costs no stat or mkdir (FileSystemStorage's makedirs takes three).
+            self._make_directories(directory)
+            descriptor = os.open(temporary, flags, 0o666)
+        try:
+            try:
+                # Straight to the descriptor: the chunks are whole segments or
+                # frames already, and a file object would only add system calls
+                # (fstat, ioctl, lseek) and a buffer to copy through.
                 for chunk in stream.chunks():
-                    file.write(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(descriptor, view) :]
+            finally:
+                os.close(descriptor)
         except BaseException:
             _remove(temporary)
             raise
@@ -148,6 +160,11 @@ class FileSystemBackend(Backend):
         ensure_group = getattr(self.inner, "_ensure_location_group_id", None)
         if callable(ensure_group):
             ensure_group(full_path)
+        # Both paths are normalised and absolute: below the location, the name is
+        # the rest of the path, which is what relpath would compute at length.
+        prefix = os.path.join(self.inner.location, "")
+        if os.sep == "/" and full_path.startswith(prefix):
+            return full_path[len(prefix) :]
         name = os.path.relpath(full_path, self.inner.location)
         return name.replace("\\", "/")
 
