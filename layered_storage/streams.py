@@ -194,7 +194,8 @@ class ProducerStream(io.RawIOBase):
         """Return up to ``size`` bytes (exactly ``size`` until the end).
 
         Slices the produced chunks directly: one copy, where ``RawIOBase.read`` would
-        fill a scratch buffer and copy that again.
+        fill a scratch buffer and copy that again; a whole ``bytes`` chunk is
+        returned as it is, with no copy at all.
         """
         if size is None or size < 0:
             return self.readall()
@@ -203,7 +204,15 @@ class ProducerStream(io.RawIOBase):
         while wanted > 0:
             if not self._pending and not self._pull_chunk():
                 break
-            part = bytes(self._pending[:wanted])
+            whole = self._pending.obj
+            if (
+                type(whole) is bytes
+                and len(whole) == len(self._pending)
+                and wanted >= len(whole)
+            ):
+                part = whole
+            else:
+                part = bytes(self._pending[:wanted])
             self._pending = self._pending[len(part) :]
             parts.append(part)
             wanted -= len(part)

@@ -49,6 +49,18 @@ def test_chunks_after_a_read_start_with_what_the_read_left() -> None:
     assert stream.read(1) == b""
 
 
+def test_read_of_a_whole_bytes_chunk_returns_it_without_a_copy() -> None:
+    whole, mutable = b"w" * 100, bytearray(b"m" * 10)
+    stream = Pieces([whole, mutable, b"abc"])
+    assert stream.read(100) is whole
+    part = stream.read(10)
+    assert part == mutable
+    assert type(part) is bytes  # a copy: a bytearray may still change
+    assert stream.read(1) == b"a"
+    assert stream.read(5) == b"bc"  # a chunk partly read is sliced as before
+    assert stream.tell() == 113
+
+
 def prefixed(data: bytes, peek: int) -> PrefixedStream:
     source = io.BytesIO(data)
     return PrefixedStream(read_exactly(source, peek), source)
