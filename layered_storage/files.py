@@ -108,6 +108,24 @@ class LayeredFile(File):  # type: ignore[type-arg]
         assert self._raw is not None, "internal error: no reader"
         return self._raw.size
 
+    def write(self, data: Any) -> int:
+        """Write ``data`` (``bytes``, or ``str`` in text mode); return its length."""
+        file: Any = self.file
+        upload = self._upload
+        if (
+            upload is not None
+            and "b" in self.mode
+            and type(data) is bytes
+            and len(data) >= WRITE_PIECE
+        ):
+            # Handed on as it is, after what is buffered: bytes cannot change, so
+            # they need no copy (which the buffered writer would make).
+            file.flush()
+            upload.writer.write(data)
+            return len(data)
+        written: int = file.write(data)
+        return written
+
     def open(self, mode: str | None = None, *args: Any, **kwargs: Any) -> LayeredFile:
         """Rewind, or reopen (from the storage, or to write a new version) if closed
         or ``mode`` differs."""
@@ -190,7 +208,8 @@ class PipeWriter(io.RawIOBase):
         raise io.UnsupportedOperation("a file being written only moves forward")
 
     def write(self, data: Any) -> int:
-        chunk = bytes(data)  # the caller may reuse its buffer
+        # The caller may reuse its buffer: anything but bytes is copied.
+        chunk = data if type(data) is bytes else bytes(data)
         if chunk:
             self._put(chunk)
             self.written += len(chunk)

@@ -142,6 +142,21 @@ def test_writing_is_refused_where_replacing_is_not_atomic(
         storage.open("a.txt", "wb")
 
 
+@pytest.mark.parametrize("size", [10, 3 * SEGMENT, 3 * 1024 * 1024])
+def test_a_buffer_changed_after_writing_stores_what_was_written(
+    storage: LayeredStorage, size: int
+) -> None:
+    # Large bytes are handed on without a copy; a mutable buffer must be copied.
+    buffer = bytearray(b"a" * size)
+    with storage.open("m.bin", "wb") as file:
+        file.write(buffer)
+        file.write(memoryview(buffer))
+        buffer[:] = b"b" * size
+        file.write(bytes(buffer))
+        buffer[:] = b"c" * size
+    assert storage.open("m.bin").read() == b"a" * (2 * size) + b"b" * size
+
+
 @hsettings(
     max_examples=25,
     deadline=None,
