@@ -121,7 +121,18 @@ class ZstdLayer(Layer):
         # and so is a file too short for its container to pay: its descriptor and
         # seek table (57 bytes) outweigh what zstd saves on under ``TINY`` bytes of
         # text, and would cost it a layer to read through on every open.
-        return len(head) >= TINY and not _incompressible_head(head)
+        if len(head) < TINY:
+            return False
+        if SAMPLE_SIZE <= len(head) <= WHOLE_HEAD and len(head) < self.head_size:
+            # The whole file, which the samples would cover whole anyway: it is
+            # compressed once, as its one frame will be, and that frame is kept
+            # for this thread's save to use (one frame: compressed in this thread).
+            frame = _compressor(self.level, False).compress(head)
+            if len(frame) >= RAW_THRESHOLD * len(head):
+                return False
+            _local.head_frame = (head, self.level, frame)
+            return True
+        return not _incompressible_head(head)
 
     def encode(
         self, source: ByteStream, context: FileContext, *, payload: int, outermost: bool
@@ -205,6 +216,12 @@ class CompressingStream(ProducerStream):
         """Compress one frame; runs in a worker thread."""
         data, sample = frame
         level, checksums = self._parameters
+        if not sample:
+            kept = getattr(_local, "head_frame", None)
+            _local.head_frame = None
+            if kept is not None and kept[0] is data and kept[1] == level:
+                compressed_head: bytes = kept[2]  # see ZstdLayer.applies_to_head
+                return compressed_head, len(data)
         if sample and not checksums and _incompressible(data):
             # Under encryption (no checksums to compute) a frame that will not
             # shrink is stored as raw blocks: a copy instead of a compression try.
@@ -250,6 +267,10 @@ RAW_THRESHOLD = 0.97
 #: Samples spread over the first frame, all of which must fail to shrink for the
 #: file to skip compression: one incompressible part at the start is not enough.
 HEAD_SAMPLES = 4
+#: A whole file no larger than this is judged by compressing it whole instead, as
+#: it will be stored (zstd gives up on incompressible data about as fast as the
+#: samples would take), and the frame made is kept.
+WHOLE_HEAD = HEAD_SAMPLES * SAMPLE_SIZE
 
 
 def _incompressible(data: bytes | memoryview) -> bool:

@@ -264,6 +264,26 @@ def test_compressible_or_small_file_under_encryption_keeps_the_container(
     assert decrypted(stored) == data
 
 
+@pytest.mark.parametrize("size", [compression.SAMPLE_SIZE, compression.WHOLE_HEAD])
+def test_small_file_is_judged_by_its_one_frame_compressed_once(size: int) -> None:
+    text = sample(size, 21)
+    stored = encrypted(text)
+    assert payload_type(stored) == PAYLOAD_LSZ1
+    assert decrypted(stored) == text
+    noise = random.Random(size).randbytes(size)
+    assert payload_type(encrypted(noise)) == PAYLOAD_RAW
+    assert decrypted(encrypted(noise)) == noise
+
+
+def test_frame_kept_from_the_head_check_goes_only_to_its_own_file() -> None:
+    # Two saves begun in one thread before either is read: the second one's
+    # check replaces the frame the first one kept, which compresses again.
+    pipeline = Pipeline([ZstdLayer(), AesGcmLayer()], ReadPolicy())
+    first, second = sample(20_000, 1), sample(30_000, 2)
+    streams = [pipeline.encode(io.BytesIO(data), CONTEXT) for data in (first, second)]
+    assert [decrypted(stream.read()) for stream in streams] == [first, second]
+
+
 @pytest.mark.parametrize("size", [0, 1, compression.TINY - 1])
 def test_tiny_file_under_encryption_skips_the_container(size: int) -> None:
     # Its descriptor and seek table would outweigh what zstd saves.
