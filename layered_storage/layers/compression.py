@@ -141,7 +141,8 @@ class ZstdLayer(Layer):
         # cost; outermost, they are the only integrity check. A skipped file that is
         # outermost still gets the container (it stays self-describing), framed at
         # zstd's fastest setting.
-        level = self.level if self.applies_to(context) else STORE_LEVEL
+        # Not outermost, the pipeline already skipped the layer if it did not apply.
+        level = self.level if not outermost or self.applies_to(context) else STORE_LEVEL
         return CompressingStream(
             source,
             level=level,
