@@ -19,7 +19,11 @@ from layered_storage import LayeredStorage
 from layered_storage.exceptions import ConfigurationError, ContainerError
 from layered_storage.layers import compression
 from layered_storage.layers.base import FileContext, ReadPolicy
-from layered_storage.layers.compression import DecompressingReader, ZstdLayer
+from layered_storage.layers.compression import (
+    CompressingStream,
+    DecompressingReader,
+    ZstdLayer,
+)
 from layered_storage.layers.encryption import EncryptingStream
 from layered_storage.parallel import (
     ordered_map,
@@ -311,6 +315,28 @@ def test_encrypted_file_of_many_batches_round_trips(
     name = fs_storage.save("batches.bin", ContentFile(data))
     assert fs_storage.open(name).read() == data
     assert fs_storage.size(name) == len(data)
+
+
+def test_a_one_frame_text_file_is_saved_with_no_hand_off(
+    fs_storage: LayeredStorage, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 1 MiB of text is one frame, and seals in one batch: a worker could only add
+    # a thread switch (and, with many requests at once, contention).
+    settings.LAYERED_STORAGE = {**settings.LAYERED_STORAGE, "WORKERS": 2}
+    threads: set[str] = set()
+    for cls, method in ((EncryptingStream, "_seal"), (CompressingStream, "_compress")):
+        original = getattr(cls, method)
+
+        def recorded(self: Any, item: Any, original: Any = original) -> Any:
+            threads.add(threading.current_thread().name)
+            return original(self, item)
+
+        monkeypatch.setattr(cls, method, recorded)
+    text = b"".join(b"line %d of a log file, as text\n" % i for i in range(40_000))
+    data = text[: 1024 * 1024]
+    name = fs_storage.save("one-frame.txt", ContentFile(data))
+    assert threads == {threading.current_thread().name}
+    assert fs_storage.open(name).read() == data
 
 
 def test_sealing_failure_aborts_the_save_and_leaves_no_file(

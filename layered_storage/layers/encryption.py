@@ -107,6 +107,11 @@ AEAD_LAYERS: dict[int, type[AeadLayer]] = {
 }
 
 
+#: Segments to seal: the first one's index, the plaintext buffer, how many of its
+#: bytes to seal, and whether they end with the final segment.
+Batch = tuple[int, bytes | bytearray, int, bool]
+
+
 class EncryptingStream(ProducerStream):
     """Produce an LSE1 object from ``source``: header, sealed segments, trailer.
 
@@ -116,6 +121,8 @@ class EncryptingStream(ProducerStream):
 
     #: Segments per task: 1 MiB at 64 KiB segments, so per-call overhead is small.
     BATCH = 16
+    #: Segments at most in the first task (see ``_read_batches``).
+    FIRST_BATCH = 4
 
     def __init__(
         self,
@@ -165,30 +172,32 @@ class EncryptingStream(ProducerStream):
             return trailer
         return batch
 
-    def _read_batches(self) -> Iterator[tuple[int, bytearray, int, bool]]:
+    def _read_batches(self) -> Iterator[Batch]:
         """Yield ``(first segment, buffer, bytes in it, holds the final segment)``.
 
-        Batches grow from one segment to ``BATCH`` (1, 4, 16): a small file never
-        allocates a whole batch (a fresh, zeroed 1 MiB per save costs page faults,
-        which serialise threads saving at once).
+        The first batch is read as bytes the size of what there is, up to
+        ``FIRST_BATCH`` segments: a small file never allocates more (a fresh, zeroed
+        1 MiB per save costs page faults, which serialise threads saving at once),
+        and one frame of text (1 MiB compresses to under 256 KiB) is sealed in one
+        batch, in this thread, with no hand-off to a worker. Then ``BATCH``.
         """
-        segments = 1
-        first = 0
-        while True:
-            buffer = self._buffer(self._segment_size * segments)
-            count = fill_from(self._source, buffer)
-            # A full buffer is sealed as non-final; the short remainder (possibly
-            # empty) is the final segment, so every length has exactly one encoding.
-            final = count < len(buffer)
-            yield first, buffer, count, final
-            if final:
-                return
-            first += segments
-            segments = min(4 * segments, self.BATCH)
+        size = self._segment_size
+        head = read_exactly(self._source, size * self.FIRST_BATCH)
+        # A full buffer is sealed as non-final; the short remainder (possibly empty)
+        # is the final segment, so every length has exactly one encoding.
+        final = len(head) < size * self.FIRST_BATCH
+        yield 0, head, len(head), final
+        first = self.FIRST_BATCH
+        while not final:
             if first >= lse1.MAX_SEGMENTS - self.BATCH:
                 raise ValueError("A file may hold at most 2**40 segments (64 PiB).")
+            buffer = self._buffer(size * self.BATCH)
+            count = fill_from(self._source, buffer)
+            final = count < len(buffer)
+            yield first, buffer, count, final
+            first += self.BATCH
 
-    def _seal(self, batch: tuple[int, bytearray, int, bool]) -> bytearray:
+    def _seal(self, batch: Batch) -> bytearray:
         """Seal one batch of segments (runs in a worker thread)."""
         first, buffer, count, final = batch
         size = self._segment_size
@@ -208,7 +217,7 @@ class EncryptingStream(ProducerStream):
                 out[written : written + length],
             )
             start, written = end, written + length
-        if len(buffer) == self._segment_size * self.BATCH:
+        if isinstance(buffer, bytearray) and len(buffer) == size * self.BATCH:
             self._free.append(buffer)  # nothing reads it any more
         return sealed
 
