@@ -69,7 +69,7 @@ class ContentReader(ProducerStream):
         if self._file is None or size is None or size < 0:
             data = super().read(size)
         else:
-            data = read_exactly(self._file, size)
+            data = _whole_buffer(self._file, size) or read_exactly(self._file, size)
             self._produced += len(data)
         self._counted(len(data))
         return data
@@ -92,6 +92,19 @@ class ContentReader(ProducerStream):
         if self._limit is not None and self._produced > self._limit:
             raise FileTooLargeError(too_large(self._name, self._limit))
         return count
+
+
+def _whole_buffer(file: ByteStream, size: int) -> bytes:
+    """Return all of an in-memory file (``ContentFile``, an upload held in memory)
+    not read yet, if it is no more than ``size``, as the bytes it holds: no copy
+    (``getvalue`` hands over the bytes a ``BytesIO`` was made from); else b""."""
+    if type(file) is not io.BytesIO or file.tell() != 0:
+        return b""
+    value = file.getvalue()
+    if not value or len(value) > size:
+        return b""
+    file.seek(len(value))
+    return value
 
 
 def too_large(name: str, limit: int) -> str:
