@@ -25,6 +25,7 @@ from layered_storage.layers.base import (
 from layered_storage.layers.compression import DecompressingReader
 from layered_storage.layers.encryption import AeadLayer, DecryptingReader
 from layered_storage.streams import (
+    WHOLE_READ,
     BlockReader,
     ByteStream,
     MemoryStream,
@@ -37,9 +38,6 @@ from layered_storage.streams import (
 )
 
 _SNIFF_SIZE = 12
-#: A stored object this small is read whole when opened, in one call (on an object
-#: store it is all in the opening request's tail already), and decoded from memory.
-WHOLE_READ = 256 * 1024
 
 
 class Pipeline:
@@ -109,8 +107,9 @@ class Pipeline:
         """
         name = context.name
         end = stored.seek(0, io.SEEK_END)
-        if end <= WHOLE_READ:
-            stored = WholeStream(stored, end)
+        if isinstance(stored, WholeStream) or end <= WHOLE_READ:
+            if not isinstance(stored, WholeStream):  # else the backend read it whole
+                stored = WholeStream(stored, end)
             tail = stored.data[-lse1.TRAILER_SIZE :]
         else:
             # An LSE1 object is recognised by its trailer, so that opening one reads

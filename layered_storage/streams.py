@@ -124,12 +124,21 @@ def memory_of(source: ByteStream) -> memoryview | None:
     return memoryview(source.data) if isinstance(source, MemoryStream) else None
 
 
+#: A stored object this small is read whole when opened, in one call (on an object
+#: store it is all in the opening request's tail already), and decoded from memory.
+WHOLE_READ = 256 * 1024
+
+
 class WholeStream(MemoryStream):
     """All the bytes of a small stored object (``data``), read at once; the stream
     they came from is closed at once, and what it knew of them (``last_modified``)
-    kept."""
+    kept. ``source`` may also be the bytes themselves, read by other means."""
 
-    def __init__(self, source: ByteStream, size: int) -> None:
+    def __init__(self, source: ByteStream | bytes, size: int) -> None:
+        if isinstance(source, bytes):
+            super().__init__(source[:size])
+            self.last_modified = None
+            return
         source.seek(0)
         try:
             super().__init__(read_exactly(source, size))
