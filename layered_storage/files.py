@@ -39,6 +39,8 @@ def is_write_mode(mode: str) -> bool:
     Raises:
         ValueError: an update, append or exclusive mode, or an unknown character.
     """
+    if mode == "rb":  # what nearly every open asks
+        return False
     if not set(mode) <= set("rwbt") or len(set(mode)) != len(mode):
         raise ValueError(
             f"LayeredStorage cannot open files in mode {mode!r}: 'r+', 'a', 'x' and "

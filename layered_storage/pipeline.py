@@ -155,11 +155,11 @@ class Pipeline:
             if (
                 payload == PAYLOAD_LSZ1
                 and isinstance(reader, DecryptingReader)
-                and reader.segments == 1
+                and reader.in_memory
             ):
-                # Its one segment is the final one, verified at open anyway: a
-                # container inside is then parsed from memory, not through reads
-                # of this reader.
+                # A small object, read whole: its payload (at most WHOLE_READ) is
+                # decrypted at once, every segment verified, and the container
+                # inside is parsed from memory, not through reads of this reader.
                 stream = DecryptedStream(reader)
         if self.policy.require_encryption and PAYLOAD_LSE1 not in seen:
             stream.close()
@@ -178,7 +178,7 @@ def encryption_layer(layers: list[Layer]) -> AeadLayer | None:
 
 
 class DecryptedStream(MemoryStream):
-    """The whole plaintext of a one-segment LSE1 object, for the layer inside.
+    """The whole plaintext of a small LSE1 object read whole, for the layer inside.
 
     ``_source`` is the reader that decrypted it, as in a chain of decoders, and
     closing this stream closes it.

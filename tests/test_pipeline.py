@@ -1,4 +1,4 @@
-"""Opening: small objects are read whole, one-segment payloads parsed in memory."""
+"""Opening: small objects are read whole, their payloads parsed in memory."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from typing import Any
 import pytest
 
 from layered_storage.exceptions import DecryptionError
+from layered_storage.format import lse1
 from layered_storage.layers.base import FileContext, ReadPolicy
 from layered_storage.layers.compression import DecompressingReader, ZstdLayer
 from layered_storage.layers.encryption import AesGcmLayer, DecryptingReader
 from layered_storage.pipeline import WHOLE_READ, DecryptedStream, Pipeline
 from layered_storage.serving import _encryption_header, _stored_stream
 from layered_storage.streams import WholeStream
-from tests.utils import sample
+from tests.utils import SEGMENT, sample
 
 CONTEXT = FileContext(name="notes/a.txt", namespace="media")
 
@@ -70,11 +71,11 @@ def test_a_large_object_is_read_where_it_is_read() -> None:
         assert source.reads > opening
 
 
-@pytest.mark.parametrize("size", [300, 5000, 64 * 1024])
-def test_a_one_segment_payload_is_decrypted_at_open_and_parsed_in_memory(
+@pytest.mark.parametrize("size", [300, 5000, 64 * 1024, 300 * 1024])
+def test_a_small_objects_payload_is_decrypted_at_open_and_parsed_in_memory(
     size: int,
 ) -> None:
-    data = sample(size)
+    data = sample(size)  # 300 KiB of it takes three segments once compressed
     with pipeline().decode(io.BytesIO(stored(data)), CONTEXT) as reader:
         assert isinstance(reader, DecompressingReader)
         assert isinstance(reader._source, DecryptedStream)
@@ -87,8 +88,9 @@ def test_a_one_segment_payload_is_decrypted_at_open_and_parsed_in_memory(
     assert decrypting.closed
 
 
-def test_a_tampered_one_segment_file_fails_at_open() -> None:
-    tampered = bytearray(stored(b"a note of some length\n" * 20))
-    tampered[100] ^= 0x01
-    with pytest.raises(DecryptionError, match="segment 0"):
+@pytest.mark.parametrize(("size", "segment"), [(440, 0), (300 * 1024, 1)])
+def test_a_tampered_small_file_fails_at_open(size: int, segment: int) -> None:
+    tampered = bytearray(stored(sample(size)))
+    tampered[lse1.DIRECT_HEADER_SIZE + segment * (SEGMENT + lse1.TAG_SIZE) + 10] ^= 1
+    with pytest.raises(DecryptionError, match=f"segment {segment}"):
         pipeline().decode(io.BytesIO(bytes(tampered)), CONTEXT)

@@ -324,6 +324,11 @@ class DecryptingReader(BlockReader):
         self._source_offset = -1
 
     @property
+    def in_memory(self) -> bool:
+        """Return whether the stored object is all in memory (it was small)."""
+        return self._memory is not None
+
+    @property
     def segments(self) -> int:
         """Return how many segments the object holds (the final one included)."""
         return self._segments
