@@ -148,11 +148,18 @@ class FileSystemBackend(Backend):
             try:
                 # Straight to the descriptor: the chunks are whole segments or
                 # frames already, and a file object would only add system calls
-                # (fstat, ioctl, lseek) and a buffer to copy through.
+                # (fstat, ioctl, lseek) and a buffer to copy through. Short ones
+                # (a header, a small file's one batch, the trailer) are gathered
+                # into one call.
+                pending: list[bytes | bytearray | memoryview] = []
+                gathered = 0
                 for chunk in stream.chunks():
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(descriptor, view) :]
+                    pending.append(chunk)
+                    gathered += len(chunk)
+                    if gathered >= _GATHER:
+                        _write_all(descriptor, pending)
+                        pending, gathered = [], 0
+                _write_all(descriptor, pending)
             finally:
                 os.close(descriptor)
         except BaseException:
@@ -196,6 +203,23 @@ class FileSystemBackend(Backend):
             return full_path[len(prefix) :]
         name = os.path.relpath(full_path, self.inner.location)
         return name.replace("\\", "/")
+
+
+#: Output chunks shorter than this together are written in one system call.
+_GATHER = 256 * 1024
+
+
+def _write_all(descriptor: int, chunks: list[bytes | bytearray | memoryview]) -> None:
+    """Write ``chunks`` in order, in one ``writev`` where the system has it."""
+    if len(chunks) > 1 and hasattr(os, "writev"):
+        written = os.writev(descriptor, chunks)
+        if written == sum(len(chunk) for chunk in chunks):
+            return
+        chunks = [b"".join(chunks)[written:]]  # written in part: rare, so simple
+    for chunk in chunks:
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(descriptor, view) :]
 
 
 def _remove(path: str) -> None:
