@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     served: dict[str, Any] | None = None
     file_api: dict[str, Any] | None = None
     jobs: dict[str, Any] | None = None
+    linked: dict[str, Any] | None = None
     try:
         _log("throughput:")
         sizes = FULL_SIZES if args.full else QUICK_SIZES
