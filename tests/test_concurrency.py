@@ -119,6 +119,26 @@ def test_forked_child_saves_and_reads_after_the_parent_used_the_pool(
     assert storage.open("child.txt").read() == data
 
 
+@pytest.mark.filterwarnings(FORK_WARNING)
+def test_forked_child_never_takes_a_frame_its_parents_thread_kept(
+    settings: Any, tmp_path: Path
+) -> None:
+    # A save's head check keeps its file's one frame in the thread for the save to
+    # use; one begun (and never read) before a fork leaves that frame in the child.
+    storage = make_storage(settings, tmp_path, "filesystem", ["zstd", "aes-gcm"])
+    pending = storage.pipeline.encode(
+        io.BytesIO(b"kept by the parent's thread\n" * 1500), storage.context("a.txt")
+    )
+    data = b"the child's own small file\n" * 1500
+
+    def child() -> None:
+        exercise(storage, "child.txt", data)
+
+    assert run_forked(child) == 0
+    assert storage.open("child.txt").read() == data
+    pending.close()
+
+
 def process_worker(task: tuple[dict[str, Any], list[Any], str, int]) -> str:
     """Save and read one file through the storage described by ``task`` in a pool
     process, forked or spawned; return the name used."""
