@@ -11,6 +11,7 @@ import pytest
 from django.core.files.base import ContentFile, File
 from django.core.files.storage import FileSystemStorage, InMemoryStorage
 from django.core.files.uploadedfile import SimpleUploadedFile, TemporaryUploadedFile
+from django.core.management import call_command
 from django.http import FileResponse
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -562,8 +563,22 @@ def test_a_changed_namespace_is_named_in_the_error(
     # A renamed file is not blamed on a namespace.
     with writer.inner.open(name) as stored:
         writer.inner.save("moved.pdf", stored)
-    with pytest.raises(HeaderAuthenticationError, match="copied or renamed"):
+    with pytest.raises(HeaderAuthenticationError, match="copied or renamed") as raised:
         writer.open("moved.pdf")
+    # The command the message suggests tells where the file came from.
+    hint = "`manage.py layered_inspect --as-name OLD_NAME moved.pdf`"
+    assert hint in str(raised.value)
+    out = io.StringIO()
+    call_command(
+        "layered_inspect",
+        "--storage",
+        "old",
+        "--as-name",
+        name,
+        "moved.pdf",
+        stdout=out,
+    )
+    assert f"bound to {name!r}, not its own name" in out.getvalue()
 
 
 def test_assigning_a_forwarded_attribute_changes_the_inner_storage(

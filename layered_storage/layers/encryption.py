@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import shlex
 from collections.abc import Iterator
 from functools import cached_property
 from typing import ClassVar
@@ -292,11 +293,17 @@ class DecryptingReader(BlockReader):
                     f"LAYERED_STORAGE['NAMESPACE']) back to {written_under!r} to "
                     "read it."
                 )
+            hint = (
+                " `manage.py layered_inspect --as-name OLD_NAME "
+                f"{shlex.quote(name)}` tells whether it was saved as OLD_NAME."
+                if header.name_bound
+                else ""
+            )
             raise HeaderAuthenticationError(
                 f"{name!r} failed header authentication with key {key.label}: the "
                 "header was changed, another key with the same id wrote it, or the "
                 "file was copied or renamed from another name or namespace (files "
-                "are bound to their storage name)."
+                f"are bound to their storage name).{hint}"
             )
         self.payload = header.payload_type
         self.block_size = header.segment_size
