@@ -10,6 +10,7 @@ bytes per second count. ``python -m benchmarks.serving`` runs just this part.
 
 from __future__ import annotations
 
+import functools
 import io
 import statistics
 import sys
@@ -118,9 +119,9 @@ def run(workdir: Path, log: Callable[[str], None]) -> dict[str, Any]:
         with src.open("rb") as data:
             name = storage.save(f"serving/{stack}.txt", File(data))
         path = f"/layered/{stack}/{name}"
-        speeds[stack] = _speed(lambda path=path: _get(handler, path))
+        speeds[stack] = _speed(functools.partial(_get, handler, path))
         speeds[f"{stack} range"] = _speed(
-            lambda path=path: _get(handler, path, byte_range)
+            functools.partial(_get, handler, path, byte_range)
         )
         log(
             f"  {stack}: {speeds[stack] / 1e6:.0f} MB/s whole, "
