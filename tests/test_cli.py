@@ -62,6 +62,20 @@ def failure(storage: LayeredStorage, name: str) -> str:
     return f"{type(raised.value).__name__}: {raised.value}\n"
 
 
+def saved_in_media(
+    settings: Any, tmp_path: Path, name: str, content: bytes
+) -> tuple[LayeredStorage, str, Path]:
+    """Save ``content`` through aes-gcm in namespace "media"; return the storage,
+    the name it got, and a copy of its stored bytes outside the storage."""
+    storage = make_storage(
+        settings, tmp_path, "filesystem", ["aes-gcm"], namespace="media"
+    )
+    name = storage.save(name, ContentFile(content))
+    stored = tmp_path / "stored.bin"
+    stored.write_bytes(stored_bytes(storage.inner, name))
+    return storage, name, stored
+
+
 def test_keygen_needs_no_settings() -> None:
     done = cli("keygen", "--count", "2")
     assert done.returncode == 0, done.stderr
@@ -177,12 +191,7 @@ def test_a_tampered_file_fails_the_same_in_a_fresh_process(
 def test_a_wrong_name_or_key_fails_as_the_storage_fails(
     settings: Any, tmp_path: Path, key_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    storage = make_storage(
-        settings, tmp_path, "filesystem", ["aes-gcm"], namespace="media"
-    )
-    name = storage.save("right.txt", ContentFile(b"right"))
-    stored = tmp_path / "stored.bin"
-    stored.write_bytes(stored_bytes(storage.inner, name))
+    _, name, stored = saved_in_media(settings, tmp_path, "right.txt", b"right")
     args = ["decrypt", "--key-file", str(key_file), str(stored), str(tmp_path / "o")]
     assert main([*args, "--name", name, "--namespace", "media"]) == 0
     assert (tmp_path / "o").read_bytes() == b"right"
@@ -286,12 +295,9 @@ def test_inspect_shows_the_header_and_with_keys_the_size(
 def test_inspect_checks_the_binding_with_the_key(
     settings: Any, tmp_path: Path, key_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    storage = make_storage(
-        settings, tmp_path, "filesystem", ["aes-gcm"], namespace="media"
+    storage, name, stored = saved_in_media(
+        settings, tmp_path, "people/jane-doe.txt", b"jane"
     )
-    name = storage.save("people/jane-doe.txt", ContentFile(b"jane"))
-    stored = tmp_path / "stored.bin"
-    stored.write_bytes(stored_bytes(storage.inner, name))
     secret = storage.pipeline.keyring().primary.secret
     fingerprint = lse1.binding_fingerprint(secret, "media", name)
 

@@ -37,6 +37,13 @@ from tests.utils import read_in_steps, sample, stored_bytes, tamper
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def unknown_version(data: bytearray) -> bytes:
+    """Forge an LSE1 version no reader knows, in the header and its copy."""
+    forged = bytearray(data)
+    forged[8] = forged[len(forged) - lse1.TRAILER_SIZE + 8] = 9
+    return bytes(forged)
+
+
 def run(*args: str) -> tuple[str, str]:
     out, err = StringIO(), StringIO()
     call_command(*args, stdout=out, stderr=err)
@@ -131,11 +138,6 @@ def test_inspect_reports_an_unreadable_header_and_goes_on(
 ) -> None:
     vault.save("fine.txt", ContentFile(b"fine"))
     broken = vault.save("broken.txt", ContentFile(b"broken"))
-
-    def unknown_version(data: bytearray) -> bytes:  # in the header and its copy
-        forged = bytearray(data)
-        forged[8] = forged[len(forged) - lse1.TRAILER_SIZE + 8] = 9
-        return bytes(forged)
 
     tamper(vault.inner, broken, unknown_version)
     out, err, message = run_failing("layered_inspect", "--storage", "vault", code=1)
@@ -271,11 +273,6 @@ def test_inspect_private_names_print_fingerprints_and_no_name(
         vault.inner.save("mary-major/scan.pdf", stored)
     vault.inner.save("ann-other/plain.txt", ContentFile(b"plaintext"))
     broken = vault.save("bob-broken/scan.pdf", ContentFile(b"broken"))
-
-    def unknown_version(data: bytearray) -> bytes:  # in the header and its copy
-        forged = bytearray(data)
-        forged[8] = forged[len(forged) - lse1.TRAILER_SIZE + 8] = 9
-        return bytes(forged)
 
     tamper(vault.inner, broken, unknown_version)
 
