@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import random
 from pathlib import Path
 from typing import Any, ClassVar
@@ -110,3 +111,17 @@ def test_filesystem_open_leaves_a_customised_open_in_charge(
     name = storage.save("a.txt", ContentFile(b"through _open"))
     assert storage.open(name).read() == b"through _open"
     assert LoggingFileSystemStorage.opened == [name]
+
+
+def test_filesystem_save_of_more_tiny_chunks_than_one_writev_takes(
+    settings: Any, tmp_path: Path
+) -> None:
+    # 1280 frames of zeros compress to a few bytes each: far more chunks than the
+    # 1024 one writev takes before 256 KiB of them are gathered.
+    storage = make_storage(
+        settings, tmp_path, "filesystem", [("zstd", {"frame_log2": 12})]
+    )
+    data = bytes(5 * 1024 * 1024)
+    name = storage.save("zeros.bin", ContentFile(data))
+    assert storage.open(name).read() == data
+    assert os.listdir(storage.inner.path("")) == ["zeros.bin"]

@@ -156,7 +156,7 @@ class FileSystemBackend(Backend):
                 for chunk in stream.chunks():
                     pending.append(chunk)
                     gathered += len(chunk)
-                    if gathered >= _GATHER:
+                    if gathered >= _GATHER or len(pending) >= _IOV_MAX:
                         _write_all(descriptor, pending)
                         pending, gathered = [], 0
                 _write_all(descriptor, pending)
@@ -207,6 +207,21 @@ class FileSystemBackend(Backend):
 
 #: Output chunks shorter than this together are written in one system call.
 _GATHER = 256 * 1024
+
+
+def _iov_max() -> int:
+    """Return how many chunks one ``writev`` may take here (at most 1024)."""
+    try:
+        limit = os.sysconf("SC_IOV_MAX")
+    except (AttributeError, ValueError, OSError):
+        return 16  # the least POSIX allows
+    return 1024 if limit < 0 else min(limit, 1024)  # -1: no limit
+
+
+#: At most this many chunks go to one ``writev``: past the system's limit (1024 on
+#: Linux) it fails with EINVAL, and a compress-only file of many tiny frames (zeros)
+#: gathers more than that before reaching ``_GATHER``.
+_IOV_MAX = _iov_max()
 
 
 def _write_all(descriptor: int, chunks: list[bytes | bytearray | memoryview]) -> None:
