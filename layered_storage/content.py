@@ -47,6 +47,8 @@ class ContentReader(ProducerStream):
         self._limit = limit
         underlying = getattr(content, "file", None)
         self._file: ByteStream | None = None
+        #: What the file gave beyond a read's size, for the next read.
+        self._excess = b""
         if type(content).chunks is File.chunks and hasattr(underlying, "readinto"):
             with contextlib.suppress(AttributeError, io.UnsupportedOperation):
                 content.seek(0)  # as File.chunks does
@@ -61,7 +63,13 @@ class ContentReader(ProducerStream):
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         if self._file is None:
             return self._counted(super().readinto(buffer))
-        count = fill_from(self._file, buffer)
+        view = memoryview(buffer).cast("B")
+        count = 0
+        if self._excess:
+            count = min(len(self._excess), len(view))
+            view[:count] = self._excess[:count]
+            self._excess = self._excess[count:]
+        count += fill_from(self._file, view[count:])
         self._produced += count
         return self._counted(count)
 
@@ -69,14 +77,35 @@ class ContentReader(ProducerStream):
         if self._file is None or size is None or size < 0:
             data = super().read(size)
         else:
-            data = _whole_buffer(self._file, size) or read_exactly(self._file, size)
+            data = self._read_file(size)
             self._produced += len(data)
         self._counted(len(data))
         return data
 
+    def _read_file(self, size: int) -> bytes:
+        """Return ``size`` bytes of the file, fewer only at its end, and never more.
+
+        A file object may return more than it is asked for (urllib3 1.x decoding
+        gzip does): the layers count on reads of at most what they ask, as a longer
+        batch would be sealed over segment numbers the next batch seals again (nonce
+        reuse), and a longer frame would be stored where readers refuse it.
+        """
+        file, excess = self._file, self._excess
+        assert file is not None, "internal error: no file to read"
+        if not excess:
+            data = _whole_buffer(file, size) or read_exactly(file, size)
+        elif len(excess) < size:
+            data = excess + read_exactly(file, size - len(excess))
+        else:
+            data = excess
+        self._excess = b""
+        if len(data) > size:
+            data, self._excess = data[:size], data[size:]
+        return data
+
     def _produce(self) -> bytes | None:
         if self._file is not None:
-            return read_exactly(self._file, _CHUNK) or None
+            return self._read_file(_CHUNK) or None
         chunk = next(self._chunks, None)
         if chunk is None:
             return None

@@ -184,6 +184,10 @@ class EncryptingStream(ProducerStream):
         """
         size = self._segment_size
         head = read_exactly(self._source, size * self.FIRST_BATCH)
+        if len(head) > size * self.FIRST_BATCH:
+            # Sealed whole, its last segments would be sealed again, with other
+            # bytes under the same nonces, by the batch after it.
+            raise AssertionError("internal error: a read returned more than asked")
         # A full buffer is sealed as non-final; the short remainder (possibly empty)
         # is the final segment, so every length has exactly one encoding.
         final = len(head) < size * self.FIRST_BATCH
