@@ -45,6 +45,7 @@ from layered_storage.layers.encryption import (
     EncryptingStream,
 )
 from layered_storage.pipeline import Pipeline
+from layered_storage.streams import WHOLE_READ
 from tests.conftest import make_storage
 from tests.utils import replace_stored, sample, stored_bytes
 
@@ -1113,3 +1114,115 @@ def test_edited_stacked_files_read_back_exactly_or_fail_cleanly(
     assert (whole, part, length) == (data, data[offset : offset + F + 1], size)
     if stack in LSE1_OUTSIDE:
         assert mutated == original, "a changed LSE1 object was read"
+
+
+# -- small objects read whole at open, and the threshold -------------------------------
+
+#: Text and noise by turns: it compresses, and its stored size grows with its length.
+THRESHOLD_BASE = b"".join(
+    noise + b"layered storage text " * 20
+    for noise in map(random.Random(9).randbytes, [700] * 400)
+)
+_THRESHOLD_LENGTHS: dict[str, int] = {}
+
+
+def length_stored_as(storage: LayeredStorage, stack: list[str], target: int) -> int:
+    """Return how much of ``THRESHOLD_BASE`` ``stack`` stores in ``target`` bytes."""
+
+    def stored(length: int) -> int:
+        data = io.BytesIO(THRESHOLD_BASE[:length])
+        return len(storage.pipeline.encode(data, CONTEXT).read())
+
+    key = stack_id(stack)
+    if key not in _THRESHOLD_LENGTHS:
+        low, high = 0, len(THRESHOLD_BASE)
+        while low < high:
+            middle = (low + high) // 2
+            low, high = (
+                (middle + 1, high) if stored(middle) < WHOLE_READ else (low, middle)
+            )
+        _THRESHOLD_LENGTHS[key] = low
+    length = _THRESHOLD_LENGTHS[key] + target - WHOLE_READ
+    assert stored(length) == target, "one more byte of it stores one more byte"
+    return length
+
+
+def threshold_forgeries(stored: bytes) -> Iterator[tuple[str, bytes]]:
+    """Yield cuts and extensions at the ends of ``stored`` (some cross WHOLE_READ
+    one way or the other), and for an LSE1 object, segments moved at both ends."""
+    edges = boundaries(stored)
+    near = {*edges[:3], *edges[-4:], len(stored) - 1, len(stored) - 17}
+    for case, forged in [*cuts(stored), *extensions(stored)]:
+        if any(f" {edge}" in case for edge in near) or case.startswith("appended"):
+            yield case, forged
+    if stored.startswith(lse1.MAGIC):
+        mine = segments(stored)
+        moved = {
+            "segments 0 and 1 swapped": [mine[1], mine[0], *mine[2:]],
+            "the last two full segments swapped": [
+                *mine[:-3],
+                *mine[-2:-4:-1],
+                mine[-1],
+            ],
+            "the last full segment deleted": [*mine[:-2], mine[-1]],
+            "segment 0 repeated": [mine[0], *mine],
+        }
+        for case, parts in moved.items():
+            yield case, rebuilt(stored, parts)
+    for at in (0, 20, H + 5, len(stored) // 2, len(stored) - T - 1, len(stored) - 3):
+        yield f"bit flipped at {at}", flipped(stored, 8 * at)
+
+
+def read_again_after_failure(
+    storage: LayeredStorage, name: str, expected: bytes
+) -> str:
+    """Read ``name`` in steps until it fails, then seek back and read it again:
+    return what went wrong, or ""."""
+    try:
+        opened = storage.open(name)
+    except LayeredStorageError:
+        return ""  # refused at open, as a small object is
+    with opened:
+        got = b""
+        try:
+            while chunk := opened.read(5000):
+                got += chunk
+        except LayeredStorageError:
+            pass
+        else:
+            return "" if got == expected else "a stepped read returned wrong bytes"
+        if not expected.startswith(got):
+            return "a stepped read returned wrong bytes before failing"
+        for offset in (0, len(got)):
+            opened.seek(offset)
+            try:
+                again = opened.read()
+            except LayeredStorageError:
+                continue
+            return f"a read from {offset} after the failure returned {len(again)} bytes"
+    return ""
+
+
+@pytest.mark.parametrize("target", [WHOLE_READ - 1, WHOLE_READ, WHOLE_READ + 1])
+@pytest.mark.parametrize("stack", [*LSE1_OUTSIDE, ["zstd"]], ids=stack_id)
+@pytest.mark.parametrize("kind", ["filesystem", "memory"])
+def test_forgeries_at_the_whole_read_threshold_are_rejected(
+    settings: Any, tmp_path: Path, kind: str, stack: list[str], target: int
+) -> None:
+    # Up to WHOLE_READ stored bytes, an object is read whole at open and its
+    # payload decrypted whole; one byte more and it is read as it goes. A cut or
+    # an extension by a byte moves a file across, and both ways must refuse it.
+    storage = layered(settings, tmp_path, kind, stack)
+    data = THRESHOLD_BASE[: length_stored_as(storage, stack, target)]
+    name, stored = saved(storage, "threshold/file.txt", data)
+    assert len(stored) == target
+    if "zstd" in stack:
+        assert lsz1.is_lsz1(stored) or stored[13] == PAYLOAD_LSZ1  # compressed
+    assert_reads_back(storage, name, data)
+    failures = []
+    for case, forged in threshold_forgeries(stored):
+        if failure := attack(storage, name, data, forged, case):
+            failures.append(failure)
+        elif problem := read_again_after_failure(storage, name, data):
+            failures.append(f"{case}: {problem}")
+    assert not failures, "\n".join(failures)
