@@ -240,3 +240,73 @@ def test_threads_share_one_storage(settings: Any, tmp_path: Path, kind: str) -> 
             assert storage.open(name).read() in writes
         else:
             assert writes == [storage.open(name).read()], f"{name} lost a write"
+
+
+def test_threads_saving_one_frame_files_through_several_storages_never_mix(
+    settings: Any, tmp_path: Path
+) -> None:
+    # A 16-64 KiB file is compressed whole by its head check and that frame is kept
+    # in the thread for its save: threads saving such files at once, the same
+    # bytes through storages of other levels and frame sizes, each store their own.
+    base = make_storage(settings, tmp_path, "filesystem", ["zstd", "aes-gcm"])
+    storages = [
+        base,
+        LayeredStorage(
+            inner=base.inner_alias,
+            layers=[("zstd", {"level": 19, "frame_log2": 14}), "aes-gcm"],
+        ),
+        LayeredStorage(
+            inner=base.inner_alias,
+            layers=[("zstd", {"level": 1, "frame_log2": 16}), "aes-gcm"],
+        ),
+    ]
+    barrier = threading.Barrier(THREADS)
+    errors: dict[int, str] = {}
+
+    def work(index: int) -> None:
+        try:
+            rng = random.Random(index)
+            for round_ in range(6):
+                size = rng.choice([16 * 1024, 16 * 1024 + 1, 40_000, 64 * 1024])
+                data = b"".join(
+                    b"thread %d file %d line %d\n" % (index, round_, line)
+                    for line in range(size // 20)
+                )[:size]
+                barrier.wait(TIMEOUT)
+                for number, storage in enumerate(storages):
+                    name = f"one-frame/{index}-{round_}-{number}.txt"
+                    assert storage.save(name, ContentFile(data)) == name
+                    assert storage.open(name).read() == data, name
+        except BaseException:
+            errors[index] = traceback.format_exc()
+            barrier.abort()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(2 * TIMEOUT)
+    assert not any(thread.is_alive() for thread in threads), "threads hung"
+    assert not errors, "\n".join(errors.values())
+
+
+def test_a_frame_kept_at_one_level_is_not_stored_at_another(
+    settings: Any, tmp_path: Path
+) -> None:
+    # The head check of a save begun (and not read) at level 1 keeps its frame;
+    # the same bytes saved next at level 19, in frames no larger than the file,
+    # reach the kept frame without a head check of their own to replace it.
+    fast = make_storage(
+        settings, tmp_path, "filesystem", [("zstd", {"level": 1}), "aes-gcm"]
+    )
+    strong = LayeredStorage(
+        inner=fast.inner_alias,
+        layers=[("zstd", {"level": 19, "frame_log2": 14}), "aes-gcm"],
+    )
+    data = sample(16 * 1024, 7)[: 8 * 1024] * 2
+    alone = strong.save("alone.txt", ContentFile(data))
+    pending = fast.pipeline.encode(io.BytesIO(data), fast.context("fast.txt"))
+    after = strong.save("after.txt", ContentFile(data))
+    pending.close()
+    assert strong.open(after).read() == data
+    assert strong.inner.size(after) == strong.inner.size(alone)
