@@ -8,9 +8,12 @@ runaway save with nothing stored, and ``replace`` swaps whole versions only.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
-from collections.abc import Callable
+import random
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -277,3 +280,57 @@ def test_a_large_plaintext_file_reads_whole(
     data = sample(1_200_000, 13)
     storage.inner.save("legacy.bin", ContentFile(data))
     assert storage.open("legacy.bin").read() == data
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 256 KiB filesystem (tmpfs), so writes fail with ENOSPC part-way."""
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def write_pieces(storage: LayeredStorage, name: str, pieces: list[bytearray]) -> None:
+    with storage.open(name, "wb") as file:
+        for piece in pieces:
+            file.write(piece)
+
+
+@pytest.mark.parametrize("layers", STACKS, ids="+".join)
+def test_filesystem_save_that_runs_out_of_space_leaves_nothing(
+    settings: Any, full_disk: Path, layers: list[str]
+) -> None:
+    # Gathered writes (writev) may be written in part before the disk is full:
+    # every failed save raises ENOSPC, keeps the older version and leaves no file.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "tiny": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(full_disk)},
+        },
+    }
+    storage = LayeredStorage(inner="tiny", layers=layers)
+    noise = random.Random(2).randbytes
+    older = noise(100_000)
+    storage.save("kept.bin", ContentFile(older))
+    for size in (200_000, 600_000, 3 * MiB):
+        with pytest.raises(OSError, match="No space left") as failed:
+            storage.save("new.bin", ContentFile(noise(size)))
+        assert failed.value.errno == errno.ENOSPC
+        pieces = [bytearray(noise(50_000)) for _ in range(size // 50_000)]
+        with pytest.raises(OSError, match="No space left"):
+            write_pieces(storage, "kept.bin", pieces)
+        assert sorted(os.listdir(full_disk)) == ["kept.bin"]
+        assert storage.open("kept.bin").read() == older
+    fits = noise(50_000)
+    assert storage.open(storage.save("new.bin", ContentFile(fits))).read() == fits
