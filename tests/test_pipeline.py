@@ -12,9 +12,9 @@ from layered_storage.format import lse1
 from layered_storage.layers.base import FileContext, ReadPolicy
 from layered_storage.layers.compression import DecompressingReader, ZstdLayer
 from layered_storage.layers.encryption import AesGcmLayer, DecryptingReader
-from layered_storage.pipeline import WHOLE_READ, DecryptedStream, Pipeline
+from layered_storage.pipeline import DecryptedStream, Pipeline
 from layered_storage.serving import _encryption_header, _stored_stream
-from layered_storage.streams import WholeStream
+from layered_storage.streams import WHOLE_READ, WholeStream
 from tests.utils import SEGMENT, sample
 
 CONTEXT = FileContext(name="notes/a.txt", namespace="media")
