@@ -32,7 +32,7 @@ from layered_storage.keys import Key, generate_key
 from layered_storage.layers.encryption import EncryptingStream
 from layered_storage.maintenance import inspect, rotate
 from tests.conftest import inner_config
-from tests.utils import read_in_steps, sample, stored_bytes, tamper
+from tests.utils import flip_byte, read_in_steps, sample, stored_bytes, tamper
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -345,9 +345,7 @@ def test_verify_json_reports_failures_as_objects(vault: LayeredStorage) -> None:
     vault.save("good.txt", ContentFile(b"good"))
     bad = vault.save("bad.txt", ContentFile(sample(200_000)))
     middle = len(stored_bytes(vault.inner, bad)) // 2
-    tamper(
-        vault.inner, bad, lambda d: bytes(d[:middle]) + b"\0" + bytes(d[middle + 1 :])
-    )
+    tamper(vault.inner, bad, flip_byte(middle))
     out, _, _ = run_failing("layered_verify", "--storage", "vault", "--json", code=1)
     found = {record["name"]: record for record in json_lines(out)}
     assert found["good.txt"] == {"name": "good.txt", "status": "verified", "size": 4}
@@ -408,11 +406,7 @@ def test_rotation_dry_run_counts_only_what_the_run_would_do(
         storage.save(f"old{i}.bin", ContentFile(sample(1000, i)))
     damaged = storage.save("damaged.bin", ContentFile(sample(300_000)))
     middle = len(stored_bytes(storage.inner, damaged)) // 2
-    tamper(
-        storage.inner,
-        damaged,
-        lambda d: bytes(d[:middle]) + b"\0" + bytes(d[middle + 1 :]),
-    )
+    tamper(storage.inner, damaged, flip_byte(middle))
     storage = reopened(settings, [generate_key(), old])
     storage.save("new.bin", ContentFile(b"already with the primary key"))
     storage.inner.save("plain.txt", ContentFile(b"not encrypted at all"))

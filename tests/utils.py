@@ -35,6 +35,17 @@ def tamper(inner: Storage, name: str, change: Callable[[bytearray], bytes]) -> N
     replace_stored(inner, name, change(bytearray(stored_bytes(inner, name))))
 
 
+def flip_byte(offset: int) -> Callable[[bytearray], bytes]:
+    """Return a ``tamper`` change that inverts the byte at ``offset``: always a
+    change, where writing a fixed value is none if the byte already holds it."""
+
+    def change(data: bytearray) -> bytes:
+        data[offset] ^= 0xFF
+        return bytes(data)
+
+    return change
+
+
 def sample(size: int, seed: int = 0) -> bytes:
     """Return ``size`` deterministic bytes, half compressible text, half random."""
     rng = random.Random(seed)
