@@ -45,14 +45,12 @@ class ContentReader(ProducerStream):
         super().__init__()
         self._name = name
         self._limit = limit
-        underlying = getattr(content, "file", None)
-        self._file: ByteStream | None = None
-        #: What the file gave beyond a read's size, for the next read.
-        self._excess = b""
+        underlying: Any = getattr(content, "file", None)
+        self._file: AtMostAsked | None = None
         if type(content).chunks is File.chunks and hasattr(underlying, "readinto"):
             with contextlib.suppress(AttributeError, io.UnsupportedOperation):
                 content.seek(0)  # as File.chunks does
-            self._file = underlying
+            self._file = AtMostAsked(underlying)
             return
         try:
             chunks = content.chunks(_CHUNK)  # 64 KiB by default: too many calls
@@ -63,13 +61,7 @@ class ContentReader(ProducerStream):
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         if self._file is None:
             return self._counted(super().readinto(buffer))
-        view = memoryview(buffer).cast("B")
-        count = 0
-        if self._excess:
-            count = min(len(self._excess), len(view))
-            view[:count] = self._excess[:count]
-            self._excess = self._excess[count:]
-        count += fill_from(self._file, view[count:])
+        count = fill_from(self._file, buffer)
         self._produced += count
         return self._counted(count)
 
@@ -77,35 +69,16 @@ class ContentReader(ProducerStream):
         if self._file is None or size is None or size < 0:
             data = super().read(size)
         else:
-            data = self._read_file(size)
+            data = _whole_buffer(self._file.file, size) or read_exactly(
+                self._file, size
+            )
             self._produced += len(data)
         self._counted(len(data))
         return data
 
-    def _read_file(self, size: int) -> bytes:
-        """Return ``size`` bytes of the file, fewer only at its end, and never more.
-
-        A file object may return more than it is asked for (urllib3 1.x decoding
-        gzip does): the layers count on reads of at most what they ask, as a longer
-        batch would be sealed over segment numbers the next batch seals again (nonce
-        reuse), and a longer frame would be stored where readers refuse it.
-        """
-        file, excess = self._file, self._excess
-        assert file is not None, "internal error: no file to read"
-        if not excess:
-            data = _whole_buffer(file, size) or read_exactly(file, size)
-        elif len(excess) < size:
-            data = excess + read_exactly(file, size - len(excess))
-        else:
-            data = excess
-        self._excess = b""
-        if len(data) > size:
-            data, self._excess = data[:size], data[size:]
-        return data
-
     def _produce(self) -> bytes | None:
         if self._file is not None:
-            return self._read_file(_CHUNK) or None
+            return read_exactly(self._file, _CHUNK) or None
         chunk = next(self._chunks, None)
         if chunk is None:
             return None
@@ -120,6 +93,44 @@ class ContentReader(ProducerStream):
         """
         if self._limit is not None and self._produced > self._limit:
             raise FileTooLargeError(too_large(self._name, self._limit))
+        return count
+
+
+class AtMostAsked(io.RawIOBase):
+    """The caller's file, returning no more than each read asks for.
+
+    Some file objects return more (urllib3 1.x decoding gzip does); what they give
+    beyond a read is kept for the next one. The layers count on it (see
+    ``read_exactly``): a longer encryption batch would reuse nonces.
+    """
+
+    def __init__(self, file: ByteStream) -> None:
+        super().__init__()
+        self.file = file
+        self._excess = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            data, self._excess = self._excess + self.file.read(), b""
+        elif self._excess:  # short, as reads may be
+            data, self._excess = self._excess[:size], self._excess[size:]
+        else:
+            data = self.file.read(size)
+            if len(data) > size:
+                data, self._excess = data[:size], data[size:]
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._excess:
+            count: int = self.file.readinto(buffer)  # type: ignore[union-attr]
+            return count
+        view = memoryview(buffer).cast("B")
+        count = min(len(self._excess), len(view))
+        view[:count] = self._excess[:count]
+        self._excess = self._excess[count:]
         return count
 
 

@@ -34,7 +34,15 @@ def read_tail(source: ByteStream, size: int) -> tuple[bytes, int]:
 
 
 def read_exactly(source: ByteStream, size: int) -> bytes:
-    """Return ``size`` bytes from ``source``, fewer only at EOF."""
+    """Return ``size`` bytes from ``source``, fewer only at EOF, never more.
+
+    Raises:
+        AssertionError: ``source`` returned more than it was asked for. Callers
+            count on it: a longer encryption batch would be sealed over segment
+            numbers the next batch seals again (nonce reuse), a longer zstd frame
+            stored where readers refuse it. Content files that do this are cut
+            to size by ``ContentReader`` before any layer reads them.
+    """
     parts: list[bytes] = []
     missing = size
     while missing > 0:
@@ -43,6 +51,10 @@ def read_exactly(source: ByteStream, size: int) -> bytes:
             break
         parts.append(part)
         missing -= len(part)
+    if missing < 0:
+        raise AssertionError(
+            f"internal error: a read of {size} bytes returned {size - missing}"
+        )
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 

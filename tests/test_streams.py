@@ -119,3 +119,14 @@ def test_read_tail_returns_the_last_bytes_and_the_length(
     data: bytes, expected: bytes
 ) -> None:
     assert read_tail(io.BytesIO(data), 3) == (expected, len(data))
+
+
+def test_read_exactly_refuses_a_source_that_returns_more_than_asked() -> None:
+    # The layers count on it: a longer encryption batch would reuse nonces.
+    class Generous(io.RawIOBase):
+        def read(self, size: int = -1) -> bytes:
+            return b"x" * (2 * size)
+
+    with pytest.raises(AssertionError, match="a read of 10 bytes returned 20"):
+        read_exactly(Generous(), 10)
+    assert read_exactly(io.BytesIO(b"abc"), 10) == b"abc"  # fewer only at EOF

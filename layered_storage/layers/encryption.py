@@ -183,11 +183,9 @@ class EncryptingStream(ProducerStream):
         batch, in this thread, with no hand-off to a worker. Then ``BATCH``.
         """
         size = self._segment_size
+        # Never longer than asked: its last segments would be sealed again, with
+        # other bytes under the same nonces, by the batch after it.
         head = read_exactly(self._source, size * self.FIRST_BATCH)
-        if len(head) > size * self.FIRST_BATCH:
-            # Sealed whole, its last segments would be sealed again, with other
-            # bytes under the same nonces, by the batch after it.
-            raise AssertionError("internal error: a read returned more than asked")
         # A full buffer is sealed as non-final; the short remainder (possibly empty)
         # is the final segment, so every length has exactly one encoding.
         final = len(head) < size * self.FIRST_BATCH
